@@ -1,0 +1,397 @@
+"""Real benchmark graphs loaded through PyG: Planetoid and geom-gcn datasets.
+
+Supported names and on-disk layout under the resolved root (see
+:mod:`model.datasets.root`):
+
+- ``cora``, ``citeseer``, ``pubmed``: ``Planetoid(root, "Cora" | "CiteSeer" |
+  "PubMed")``, raw files ``<root>/<Cora|CiteSeer|PubMed>/raw/ind.<name>.*``;
+  public split only.
+- ``actor``: ``Actor(<root>/Actor)``, raw files ``<root>/Actor/raw/``
+  (``out1_*.txt``, ``film_split_0.6_0.2_<i>.npz``); 10 splits.
+- ``texas``, ``wisconsin``, ``cornell``: ``WebKB(root, "Texas" | ...)``, raw
+  files in the *lower-case* folder ``<root>/<name>/raw/`` (PyG's layout); 10
+  splits.
+
+Planetoid datasets use the public split (``split`` must be 0); geom-gcn
+datasets select one of their 10 fixed splits (``split`` in 0..9).
+
+Missing raw files are downloaded by PyG when the machine is online.  Set
+``QGNN_OFFLINE=1`` to never try; ``QGNN_DOWNLOAD_TIMEOUT`` (seconds, default
+10) bounds the connectivity probe and socket operations of the download.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import json
+import os
+import shutil
+import socket
+import warnings
+from collections.abc import Callable, Iterator
+from dataclasses import dataclass
+from pathlib import Path
+from urllib.parse import urlparse
+
+import torch
+from torch_geometric.data import Data, InMemoryDataset
+from torch_geometric.datasets import Actor, Planetoid, WebKB
+
+from . import rawcheck
+from .errors import DatasetError
+from .graph import canonical_edge_index, make_data, validate_graph
+from .root import WorkRoot, prepare_work_root, resolve_root
+
+__all__ = ["REAL_DATASETS", "RealSpec", "load_real"]
+
+ENV_OFFLINE = "QGNN_OFFLINE"
+ENV_TIMEOUT = "QGNN_DOWNLOAD_TIMEOUT"
+_FINGERPRINT = "qgnn_raw_fingerprint.json"
+
+_PLANETOID_URL = "https://github.com/kimiyoung/planetoid/raw/master/data"
+_GEOM_URL = "https://raw.githubusercontent.com/graphdml-uiuc-jlu/geom-gcn/master"
+_PLANETOID_PARTS = ("x", "tx", "allx", "y", "ty", "ally", "graph", "test.index")
+
+
+@dataclass(frozen=True)
+class RealSpec:
+    """Static description of one real dataset.
+
+    Attributes:
+        name: canonical lower-case name (``"cora"``).
+        family: ``"planetoid"`` or ``"geom-gcn"`` (selects the raw-file checks).
+        pyg_name: name passed to the PyG class (``"Cora"``, ``"Texas"``).
+        folder: dataset folder relative to the root (``"Cora"``, ``"texas"``).
+        raw_files: expected files inside ``<folder>/raw``.
+        num_classes: number of label classes.
+        num_splits: 1 (Planetoid public split) or 10 (geom-gcn splits).
+        url: download base URL (used for the connectivity probe).
+        how_to_obtain: human instructions appended to error messages; the
+            placeholder ``{raw_dir}`` is filled in.
+        factory: builds the PyG dataset from the (work) root.
+    """
+
+    name: str
+    family: str
+    pyg_name: str
+    folder: str
+    raw_files: tuple[str, ...]
+    num_classes: int
+    num_splits: int
+    url: str
+    how_to_obtain: str
+    factory: Callable[[Path], InMemoryDataset]
+
+    def how(self, raw_dir: Path | str) -> str:
+        """``how_to_obtain`` with ``{raw_dir}`` substituted."""
+        return self.how_to_obtain.replace("{raw_dir}", str(raw_dir))
+
+    @property
+    def raw_subdir(self) -> str:
+        """Raw folder relative to the root."""
+        return f"{self.folder}/raw"
+
+    def check_raw(self, raw_dir: Path) -> None:
+        """Raise :class:`rawcheck.CorruptFile` for the first corrupt raw file."""
+        if self.family == "planetoid":
+            rawcheck.check_planetoid_raw(raw_dir, self.name)
+        else:
+            rawcheck.check_geom_gcn_raw(raw_dir, self.raw_files)
+
+
+def _planetoid(pyg_name: str) -> Callable[[Path], InMemoryDataset]:
+    def make(root: Path) -> InMemoryDataset:
+        return Planetoid(str(root), pyg_name, split="public")
+
+    return make
+
+
+def _webkb(pyg_name: str) -> Callable[[Path], InMemoryDataset]:
+    def make(root: Path) -> InMemoryDataset:
+        return WebKB(str(root), pyg_name)
+
+    return make
+
+
+def _actor(root: Path) -> InMemoryDataset:
+    return Actor(str(root / "Actor"))
+
+
+def _planetoid_spec(name: str, pyg_name: str, num_classes: int) -> RealSpec:
+    files = tuple(f"ind.{name}.{p}" for p in _PLANETOID_PARTS)
+    how = (
+        "run once with internet access (PyG downloads the files automatically), or "
+        f"place the Planetoid raw files ind.{name}.{{{','.join(_PLANETOID_PARTS)}}} in "
+        "{raw_dir}; source: the Planetoid repository "
+        "https://github.com/kimiyoung/planetoid (folder data/)"
+    )
+    return RealSpec(name, "planetoid", pyg_name, pyg_name, files, num_classes, 1,
+                    _PLANETOID_URL, how, _planetoid(pyg_name))
+
+
+def _geom_spec(name: str, pyg_name: str, folder: str, file_stem: str,
+               factory: Callable[[Path], InMemoryDataset]) -> RealSpec:
+    files = ("out1_node_feature_label.txt", "out1_graph_edges.txt") + tuple(
+        f"{file_stem}_split_0.6_0.2_{i}.npz" for i in range(10))
+    how = (
+        "run once with internet access (PyG downloads the files automatically), or "
+        "place out1_node_feature_label.txt and out1_graph_edges.txt (geom-gcn "
+        f"new_data/{file_stem}/) and {file_stem}_split_0.6_0.2_{{0..9}}.npz (geom-gcn "
+        "splits/) in {raw_dir}; source: the geom-gcn repository "
+        "https://github.com/graphdml-uiuc-jlu/geom-gcn"
+    )
+    return RealSpec(name, "geom-gcn", pyg_name, folder, files, 5, 10, _GEOM_URL, how, factory)
+
+
+REAL_DATASETS: dict[str, RealSpec] = {
+    "cora": _planetoid_spec("cora", "Cora", 7),
+    "citeseer": _planetoid_spec("citeseer", "CiteSeer", 6),
+    "pubmed": _planetoid_spec("pubmed", "PubMed", 3),
+    "actor": _geom_spec("actor", "Actor", "Actor", "film", _actor),
+    **{
+        n: _geom_spec(n, n.capitalize(), n, n, _webkb(n.capitalize()))
+        for n in ("texas", "wisconsin", "cornell")
+    },
+}
+
+
+# ----------------------------------------------------------------------------
+# helpers
+
+
+def _offline() -> bool:
+    return os.environ.get(ENV_OFFLINE, "").strip().lower() not in ("", "0", "false", "no")
+
+
+def _timeout() -> float:
+    try:
+        return max(0.1, float(os.environ.get(ENV_TIMEOUT, "10")))
+    except ValueError:
+        return 10.0
+
+
+def _probe(url: str, timeout: float) -> str | None:
+    """Try a TCP connection to the download host; return an error or None."""
+    parsed = urlparse(url)
+    host, port = parsed.hostname or "", parsed.port or 443
+    try:
+        with socket.create_connection((host, port), timeout=timeout):
+            return None
+    except OSError as exc:
+        return f"cannot reach {host}:{port}: {exc}"
+
+
+@contextlib.contextmanager
+def _socket_timeout(seconds: float) -> Iterator[None]:
+    old = socket.getdefaulttimeout()
+    socket.setdefaulttimeout(seconds)
+    try:
+        yield
+    finally:
+        socket.setdefaulttimeout(old)
+
+
+@contextlib.contextmanager
+def _dir_lock(directory: Path) -> Iterator[None]:
+    """Exclusive inter-process lock on ``directory/.qgnn.lock`` (POSIX only)."""
+    try:
+        import fcntl
+    except ImportError:  # pragma: no cover - non-POSIX
+        yield
+        return
+    with open(directory / ".qgnn.lock", "a+b") as fh:
+        fcntl.flock(fh, fcntl.LOCK_EX)
+        try:
+            yield
+        finally:
+            fcntl.flock(fh, fcntl.LOCK_UN)
+
+
+def _fingerprint(spec: RealSpec, raw_dir: Path) -> dict[str, list[int]]:
+    out = {}
+    for name in spec.raw_files:
+        st = (raw_dir / name).stat()
+        out[name] = [st.st_size, st.st_mtime_ns]
+    return out
+
+
+def _read_fingerprint(processed_dir: Path) -> dict[str, list[int]] | None:
+    try:
+        return json.loads((processed_dir / _FINGERPRINT).read_text())
+    except (OSError, ValueError):
+        return None
+
+
+def _write_fingerprint(processed_dir: Path, fp: dict[str, list[int]]) -> None:
+    if _read_fingerprint(processed_dir) == fp or not processed_dir.is_dir():
+        return
+    tmp = processed_dir / f".{_FINGERPRINT}.{os.getpid()}"
+    with contextlib.suppress(OSError):
+        tmp.write_text(json.dumps(fp))
+        os.replace(tmp, processed_dir / _FINGERPRINT)
+
+
+def _corrupt_error(spec: RealSpec, err: rawcheck.CorruptFile, raw_dir: Path) -> DatasetError:
+    return DatasetError(
+        f"dataset {spec.name!r}: raw file {err.path} is corrupt ({err.reason}). "
+        f"Delete it and obtain it again: " + spec.how(raw_dir)
+    )
+
+
+def _check_raw_or_raise(spec: RealSpec, raw_dir: Path) -> None:
+    try:
+        spec.check_raw(raw_dir)
+    except rawcheck.CorruptFile as err:
+        raise _corrupt_error(spec, err, raw_dir) from err
+
+
+def _missing_error(spec: RealSpec, work: WorkRoot, missing: list[Path], why: str) -> DatasetError:
+    src_raw = work.source_root / spec.raw_subdir
+    listing = "\n".join(f"  {src_raw / p.name}" for p in missing)
+    where = str(src_raw)
+    if work.mirrored:
+        where += f" (or the writable mirror {work.root / spec.raw_subdir})"
+    return DatasetError(
+        f"dataset {spec.name!r}: {len(missing)} raw file(s) missing and not downloadable "
+        f"({why}):\n{listing}\nTo fix: " + spec.how(where)
+    )
+
+
+def _missing(spec: RealSpec, raw_dir: Path) -> list[Path]:
+    return [raw_dir / f for f in spec.raw_files if not (raw_dir / f).is_file()]
+
+
+def _preflight(spec: RealSpec, work: WorkRoot, missing: list[Path]) -> None:
+    """Fail fast (before touching the disk) when missing files cannot be downloaded."""
+    if _offline():
+        raise _missing_error(spec, work, missing, f"downloads disabled by {ENV_OFFLINE}")
+    problem = _probe(spec.url, _timeout())
+    if problem is not None:
+        raise _missing_error(spec, work, missing, problem)
+
+
+def _download(spec: RealSpec, work: WorkRoot, missing: list[Path]) -> InMemoryDataset:
+    """Let PyG download (and process) the dataset, failing fast when offline."""
+    _preflight(spec, work, missing)
+    raw_dir = work.root / spec.raw_subdir
+    try:
+        with _socket_timeout(_timeout()):
+            return spec.factory(work.root)
+    except Exception as exc:
+        still = _missing(spec, raw_dir)
+        if still:
+            for p in missing:  # drop partial downloads
+                with contextlib.suppress(OSError):
+                    p.unlink()
+            raise _missing_error(spec, work, still, f"download failed: {exc}") from exc
+        raise _processing_error(spec, raw_dir, exc) from exc
+
+
+def _processing_error(spec: RealSpec, raw_dir: Path, exc: BaseException) -> DatasetError:
+    try:
+        spec.check_raw(raw_dir)
+    except rawcheck.CorruptFile as err:
+        return _corrupt_error(spec, err, raw_dir)
+    return DatasetError(
+        f"dataset {spec.name!r}: PyG failed to process the raw files in {raw_dir} "
+        f"({type(exc).__name__}: {exc}). If a file is damaged, delete it and obtain it "
+        f"again: " + spec.how(raw_dir)
+    )
+
+
+def _finalize(ds: InMemoryDataset, spec: RealSpec, split: int) -> Data:
+    """Convert the PyG dataset into the canonical Data (see package docs)."""
+    raw = ds[0]
+    x = raw.x.to(torch.float32).contiguous()
+    n = x.size(0)
+    masks = []
+    for attr in ("train_mask", "val_mask", "test_mask"):
+        m = getattr(raw, attr)
+        if m.dim() == 2:
+            if m.size(1) != spec.num_splits:
+                raise DatasetError(f"dataset {spec.name!r}: {attr} has {m.size(1)} split "
+                                   f"columns, expected {spec.num_splits}")
+            m = m[:, split]
+        elif spec.num_splits != 1:
+            raise DatasetError(f"dataset {spec.name!r}: {attr} lacks the split dimension")
+        masks.append(m.to(torch.bool).contiguous())
+    data = make_data(
+        x=x,
+        y=raw.y.to(torch.long).view(-1),
+        edge_index=canonical_edge_index(raw.edge_index, n),
+        masks=(masks[0], masks[1], masks[2]),
+        name=spec.name,
+        num_classes=spec.num_classes,
+        split=split,
+    )
+    validate_graph(data)
+    return data
+
+
+def _load_locked(spec: RealSpec, work: WorkRoot, split: int) -> Data:
+    raw_dir = work.root / spec.raw_subdir
+    processed_dir = work.root / spec.folder / "processed"
+    processed_file = processed_dir / "data.pt"
+
+    ds: InMemoryDataset | None = None
+    missing = _missing(spec, raw_dir)
+    if missing:
+        ds = _download(spec, work, missing)
+    else:
+        recorded = _read_fingerprint(processed_dir)
+        if recorded is not None and recorded != _fingerprint(spec, raw_dir):
+            shutil.rmtree(processed_dir, ignore_errors=True)  # raw files changed
+
+    for attempt in (0, 1):
+        cached = ds is None and processed_file.is_file()
+        if ds is None:
+            if not cached:
+                _check_raw_or_raise(spec, raw_dir)
+            try:
+                with warnings.catch_warnings():
+                    warnings.simplefilter("ignore")
+                    ds = spec.factory(work.root)
+            except Exception as exc:
+                if cached and attempt == 0:  # stale/corrupt processed/: rebuild once
+                    shutil.rmtree(processed_dir, ignore_errors=True)
+                    continue
+                raise _processing_error(spec, raw_dir, exc) from exc
+        try:
+            data = _finalize(ds, spec, split)
+        except DatasetError:
+            if cached and attempt == 0:
+                shutil.rmtree(processed_dir, ignore_errors=True)
+                ds = None
+                continue
+            raise
+        _write_fingerprint(processed_dir, _fingerprint(spec, raw_dir))
+        return data
+    raise AssertionError("unreachable")  # pragma: no cover
+
+
+def load_real(spec: RealSpec, root: str | os.PathLike[str] | None, split: int) -> Data:
+    """Load one real dataset (see the module docstring for layout and rules).
+
+    Args:
+        spec: entry of :data:`REAL_DATASETS`.
+        root: dataset root, resolved with :func:`~model.datasets.root.resolve_root`.
+        split: 0 for Planetoid; 0..9 for geom-gcn datasets.
+
+    Raises:
+        DatasetError: bad split, missing/corrupt raw files, failed validation.
+    """
+    if not 0 <= split < spec.num_splits:
+        allowed = "0" if spec.num_splits == 1 else f"0..{spec.num_splits - 1}"
+        raise DatasetError(
+            f"dataset {spec.name!r}: split={split} is out of range; allowed: {allowed}")
+    work = prepare_work_root(resolve_root(root), spec.folder, spec.raw_subdir, spec.raw_files)
+    missing = _missing(spec, work.root / spec.raw_subdir)
+    if missing:
+        _preflight(spec, work, missing)
+    ds_dir = work.root / spec.folder
+    try:
+        ds_dir.mkdir(parents=True, exist_ok=True)
+    except OSError as exc:
+        raise DatasetError(f"dataset {spec.name!r}: cannot create {ds_dir}: {exc}") from exc
+    with _dir_lock(ds_dir):
+        return _load_locked(spec, work, split)

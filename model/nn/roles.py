@@ -1,0 +1,39 @@
+"""Per-layer set of role quantizers."""
+
+from __future__ import annotations
+
+from collections.abc import Iterable
+
+from torch import nn
+
+from ..quant.precision import ROLES, PrecisionConfig
+from ..quant.quantizer import Quantizer
+
+
+class RoleQuantizers(nn.Module):
+    """One :class:`Quantizer` per tensor role of layer ``layer``.
+
+    Access as attributes: ``q.input``, ``q.weight``, ``q.output``, ``q.message``,
+    ``q.aggregate``, ``q.update``. Weights are quantized per output channel (axis 0 of
+    ``[out, in]``); activations along their feature axis (-1).
+    """
+
+    def __init__(
+        self, precision: PrecisionConfig, layer: int, roles: Iterable[str] = ROLES, prefix: str = ""
+    ) -> None:
+        super().__init__()
+        self.layer = layer
+        self.roles = tuple(roles)
+        for role in self.roles:
+            spec = precision.spec(layer, role)
+            axis = 0 if role == "weight" else -1
+            self.add_module(
+                role, Quantizer(spec, channel_axis=axis, name=f"{prefix}layer{layer}.{role}")
+            )
+
+    def __getattr__(self, name: str) -> Quantizer:  # type: ignore[override]
+        return super().__getattr__(name)  # type: ignore[return-value]
+
+    def items(self) -> list[tuple[str, Quantizer]]:
+        """``(role, quantizer)`` pairs in dataflow order."""
+        return [(r, getattr(self, r)) for r in self.roles]

@@ -1,0 +1,22 @@
+"""Uniform quantizers, precision configuration and Degree-Quant masking."""
+
+from .degree_quant import DegreeQuantConfig, protection_probability, sample_protect_mask
+from .fixed_point import to_multiplier_shift
+from .precision import ROLES, PrecisionConfig
+from .quantizer import IntegerQuantParams, Quantizer
+from .spec import ALLOWED_BITS, QuantConfigError, QuantSpec, check_bits
+
+__all__ = [
+    "ALLOWED_BITS",
+    "ROLES",
+    "DegreeQuantConfig",
+    "IntegerQuantParams",
+    "PrecisionConfig",
+    "QuantConfigError",
+    "QuantSpec",
+    "Quantizer",
+    "check_bits",
+    "protection_probability",
+    "sample_protect_mask",
+    "to_multiplier_shift",
+]

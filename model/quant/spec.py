@@ -1,0 +1,122 @@
+"""Typed, validated quantization specifications.
+
+A :class:`QuantSpec` says how one tensor is quantized: bit width, signedness, granularity and
+range estimator. Bit width 32 means an FP32 passthrough (no quantization).
+"""
+
+from __future__ import annotations
+
+from dataclasses import asdict, dataclass, replace
+from typing import Any, Literal, get_args
+
+Granularity = Literal["tensor", "channel", "node"]
+RangeMethod = Literal["minmax", "percentile", "qlr", "lsq"]
+
+#: Integer bit widths a quantizer accepts; 32 selects the FP32 passthrough.
+INT_BITS: tuple[int, ...] = (2, 3, 4, 5, 6, 7, 8)
+FP32_BITS = 32
+ALLOWED_BITS: tuple[int, ...] = (*INT_BITS, FP32_BITS)
+GRANULARITIES: tuple[str, ...] = get_args(Granularity)
+RANGE_METHODS: tuple[str, ...] = get_args(RangeMethod)
+
+
+class QuantConfigError(ValueError):
+    """An invalid quantization configuration (bit width, role, granularity, ...)."""
+
+
+def check_bits(bits: Any, where: str = "bits") -> int:
+    """Validate a bit width; return it as ``int``. Accepts 2..8 or 32 (FP32)."""
+    if isinstance(bits, str):
+        text = bits.strip().lower()
+        if text in ("fp32", "float", "float32"):
+            return FP32_BITS
+        if text.startswith("int"):
+            text = text[3:]
+        try:
+            bits = int(text)
+        except ValueError:
+            raise QuantConfigError(
+                f"{where}: invalid bit width {bits!r}; allowed: {', '.join(map(str, INT_BITS))} "
+                f"or 32/'fp32'"
+            ) from None
+    if isinstance(bits, bool) or not isinstance(bits, int) or bits not in ALLOWED_BITS:
+        raise QuantConfigError(
+            f"{where}: invalid bit width {bits!r}; allowed: {', '.join(map(str, INT_BITS))} "
+            f"or 32/'fp32'"
+        )
+    return bits
+
+
+@dataclass(frozen=True)
+class QuantSpec:
+    """How to quantize one tensor.
+
+    Attributes:
+        bits: code width in bits (2..8), or 32 for an FP32 passthrough.
+        symmetric: signed codes in ``[-2^(b-1), 2^(b-1)-1]`` with zero point 0 when True;
+            unsigned codes in ``[0, 2^b-1]`` plus an integer zero point when False.
+        granularity: one scale for the whole ``"tensor"``, one per ``"channel"`` (feature column
+            of an activation, output channel of a weight), or one per ``"node"`` (row).
+        range: range estimator: ``"minmax"`` (momentum min/max), ``"percentile"`` (momentum
+            percentile), ``"qlr"`` (learnable α times the tracked min/max, grid-search
+            initialised, as in SMP's QLR) or ``"lsq"`` (learnable step size and offset).
+        momentum: weight of the newest batch in running statistics (0 < m <= 1).
+        percentile: upper percentile (50 < p <= 100) for ``range="percentile"``; the lower
+            one is ``100 - p``.
+    """
+
+    bits: int = FP32_BITS
+    symmetric: bool = False
+    granularity: Granularity = "tensor"
+    range: RangeMethod = "lsq"
+    momentum: float = 0.1
+    percentile: float = 99.9
+
+    def __post_init__(self) -> None:
+        object.__setattr__(self, "bits", check_bits(self.bits))
+        if self.granularity not in GRANULARITIES:
+            raise QuantConfigError(
+                f"invalid granularity {self.granularity!r}; allowed: {', '.join(GRANULARITIES)}"
+            )
+        if self.range not in RANGE_METHODS:
+            raise QuantConfigError(
+                f"invalid range method {self.range!r}; allowed: {', '.join(RANGE_METHODS)}"
+            )
+        if not (0.0 < float(self.momentum) <= 1.0):
+            raise QuantConfigError(f"momentum must be in (0, 1], got {self.momentum!r}")
+        if not (50.0 < float(self.percentile) <= 100.0):
+            raise QuantConfigError(f"percentile must be in (50, 100], got {self.percentile!r}")
+        if not isinstance(self.symmetric, bool):
+            raise QuantConfigError(f"symmetric must be true or false, got {self.symmetric!r}")
+
+    @property
+    def enabled(self) -> bool:
+        """True when this spec quantizes (bits < 32)."""
+        return self.bits != FP32_BITS
+
+    @property
+    def qmin(self) -> int:
+        """Smallest integer code."""
+        return -(1 << (self.bits - 1)) if self.symmetric else 0
+
+    @property
+    def qmax(self) -> int:
+        """Largest integer code."""
+        return (1 << (self.bits - 1)) - 1 if self.symmetric else (1 << self.bits) - 1
+
+    def with_(self, **changes: Any) -> QuantSpec:
+        """A copy with some fields changed (validated)."""
+        return replace(self, **changes)
+
+    def to_dict(self) -> dict[str, Any]:
+        return asdict(self)
+
+    @classmethod
+    def from_dict(cls, d: dict[str, Any], where: str = "quant spec") -> QuantSpec:
+        allowed = {f for f in cls.__dataclass_fields__}
+        unknown = set(d) - allowed
+        if unknown:
+            raise QuantConfigError(
+                f"{where}: unknown key(s) {sorted(unknown)}; allowed: {sorted(allowed)}"
+            )
+        return cls(**d)

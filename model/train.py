@@ -1,0 +1,242 @@
+"""Quantization-aware training with per-seed model selection on validation accuracy."""
+
+from __future__ import annotations
+
+import statistics
+import time
+from collections.abc import Callable, Sequence
+from dataclasses import asdict, dataclass, field
+from typing import Any
+
+import torch
+import torch.nn.functional as F
+from torch import Tensor
+
+from .nn.features import cached_model_input
+from .nn.graph_ops import graph_ops
+from .nn.models import ModelConfig, QuantGNN, build_model
+from .quant.degree_quant import DegreeQuantConfig
+from .quant.precision import PrecisionConfig
+
+
+@dataclass(frozen=True)
+class TrainConfig:
+    """Optimisation settings.
+
+    Attributes:
+        epochs: training epochs (full-batch steps).
+        lr: Adam learning rate for weights.
+        weight_decay: L2 penalty on weights (never on quantizer parameters).
+        quant_lr: learning rate of quantizer parameters (step sizes, offsets, α); ``None``
+            means ``lr``.
+        degree_quant: Degree-Quant protective masking, or ``None``.
+    """
+
+    epochs: int = 200
+    lr: float = 0.01
+    weight_decay: float = 5e-4
+    quant_lr: float | None = None
+    degree_quant: DegreeQuantConfig | None = None
+
+    def __post_init__(self) -> None:
+        if self.epochs < 1:
+            raise ValueError(f"epochs must be >= 1, got {self.epochs}")
+        if self.lr <= 0 or (self.quant_lr is not None and self.quant_lr <= 0):
+            raise ValueError("learning rates must be > 0")
+        if self.weight_decay < 0:
+            raise ValueError("weight_decay must be >= 0")
+
+    def to_dict(self) -> dict[str, Any]:
+        d = asdict(self)
+        return d
+
+
+@dataclass
+class SeedResult:
+    """One seed's outcome; accuracies in [0, 1], times in seconds."""
+
+    seed: int
+    best_epoch: int
+    val_acc: float
+    test_acc: float
+    train_acc: float
+    train_time_s: float
+    model: QuantGNN | None = field(default=None, repr=False)
+
+    def to_dict(self) -> dict[str, Any]:
+        return {
+            "seed": self.seed,
+            "best_epoch": self.best_epoch,
+            "val_acc": self.val_acc,
+            "test_acc": self.test_acc,
+            "train_acc": self.train_acc,
+            "train_time_s": self.train_time_s,
+        }
+
+
+def accuracy(logits: Tensor, y: Tensor, mask: Tensor) -> float:
+    """Fraction of ``mask`` nodes whose argmax (first index on ties) equals the label."""
+    n = int(mask.sum())
+    if n == 0:
+        return float("nan")
+    return float((logits[mask].argmax(dim=-1) == y[mask]).sum()) / n
+
+
+def calibrate(model: QuantGNN, data: Any) -> None:
+    """Initialise every quantizer from one evaluation-mode forward pass (no dropout)."""
+    was_training = model.training
+    model.eval()
+    with torch.no_grad():
+        model(cached_model_input(data), data)
+    model.train(was_training)
+
+
+def make_optimizer(model: QuantGNN, cfg: TrainConfig) -> torch.optim.Optimizer:
+    """Adam with weight decay on weights only; quantizer parameters in their own group."""
+    groups: list[dict[str, Any]] = [
+        {"params": model.weight_parameters(), "weight_decay": cfg.weight_decay, "lr": cfg.lr}
+    ]
+    qp = model.quant_parameters()
+    if qp:
+        groups.append({"params": qp, "weight_decay": 0.0, "lr": cfg.quant_lr or cfg.lr})
+    return torch.optim.Adam(groups, foreach=True)
+
+
+def train_one(
+    data: Any,
+    model_cfg: ModelConfig,
+    precision: PrecisionConfig,
+    train_cfg: TrainConfig,
+    seed: int,
+    keep_model: bool = False,
+    on_epoch: Callable[[int], None] | None = None,
+) -> SeedResult:
+    """Train one model from ``seed``; return the metrics of the epoch with the best validation
+    accuracy (ties broken by lower validation loss). With ``keep_model``, the returned result
+    holds the model with that epoch's weights (in eval mode)."""
+    torch.manual_seed(seed)
+    g = graph_ops(data)
+    num_classes = int(getattr(data, "num_classes", int(data.y.max()) + 1))
+    model = build_model(model_cfg, data.num_features, num_classes, precision, train_cfg.degree_quant)
+    calibrate(model, data)
+    opt = make_optimizer(model, train_cfg)
+    x, y = cached_model_input(data), data.y
+    train_mask, val_mask, test_mask = data.train_mask, data.val_mask, data.test_mask
+    best: tuple[float, float] = (-1.0, float("inf"))
+    best_state: dict[str, Tensor] | None = None
+    result = SeedResult(seed, -1, 0.0, 0.0, 0.0, 0.0)
+    t0 = time.perf_counter()
+    for epoch in range(train_cfg.epochs):
+        model.train()
+        opt.zero_grad(set_to_none=True)
+        out = model(x, g)
+        loss = F.cross_entropy(out[train_mask], y[train_mask])
+        loss.backward()
+        opt.step()
+        model.eval()
+        with torch.no_grad():
+            out = model(x, g)
+            val_loss = float(F.cross_entropy(out[val_mask], y[val_mask]))
+            val_acc = accuracy(out, y, val_mask)
+            if val_acc > best[0] or (val_acc == best[0] and val_loss < best[1]):
+                best = (val_acc, val_loss)
+                result.best_epoch = epoch
+                result.val_acc = val_acc
+                result.test_acc = accuracy(out, y, test_mask)
+                result.train_acc = accuracy(out, y, train_mask)
+                if keep_model:
+                    best_state = {k: v.detach().clone() for k, v in model.state_dict().items()}
+        if on_epoch is not None:
+            on_epoch(epoch)
+    result.train_time_s = time.perf_counter() - t0
+    if keep_model:
+        assert best_state is not None
+        model.load_state_dict(best_state)
+        model.eval()
+        result.model = model
+    return result
+
+
+@dataclass
+class TrainSummary:
+    """Mean and sample standard deviation over seeds (accuracies in percent)."""
+
+    dataset: str
+    model: str
+    bits: str
+    seeds: list[int]
+    per_seed: list[SeedResult]
+    model_config: dict[str, Any]
+    train_config: dict[str, Any]
+    precision: dict[str, Any]
+
+    @property
+    def test_accs(self) -> list[float]:
+        return [100.0 * r.test_acc for r in self.per_seed]
+
+    @property
+    def val_accs(self) -> list[float]:
+        return [100.0 * r.val_acc for r in self.per_seed]
+
+    def to_dict(self) -> dict[str, Any]:
+        t, v = self.test_accs, self.val_accs
+        return {
+            "dataset": self.dataset,
+            "model": self.model,
+            "bits": self.bits,
+            "seeds": self.seeds,
+            "test_acc_mean": statistics.fmean(t),
+            "test_acc_std": statistics.stdev(t) if len(t) > 1 else 0.0,
+            "val_acc_mean": statistics.fmean(v),
+            "val_acc_std": statistics.stdev(v) if len(v) > 1 else 0.0,
+            "train_time_s_mean": statistics.fmean(r.train_time_s for r in self.per_seed),
+            "per_seed": [r.to_dict() for r in self.per_seed],
+            "model_config": self.model_config,
+            "train_config": self.train_config,
+            "precision": self.precision,
+        }
+
+
+def train_seeds(
+    data: Any,
+    dataset: str,
+    model_cfg: ModelConfig,
+    precision: PrecisionConfig,
+    train_cfg: TrainConfig,
+    seeds: Sequence[int],
+    progress: bool = False,
+) -> TrainSummary:
+    """Train once per seed; optionally show a progress bar over seeds × epochs."""
+    bar = None
+    if progress:
+        from tqdm.auto import tqdm
+
+        bar = tqdm(
+            total=len(seeds) * train_cfg.epochs,
+            desc=f"{dataset}/{model_cfg.name}/{precision.label()}",
+            unit="ep",
+            leave=False,
+        )
+    results = []
+    try:
+        for s in seeds:
+            results.append(
+                train_one(data, model_cfg, precision, train_cfg, s,
+                          on_epoch=(lambda _e: bar.update(1)) if bar is not None else None)
+            )
+            if bar is not None:
+                bar.set_postfix(test=f"{100 * results[-1].test_acc:.1f}")
+    finally:
+        if bar is not None:
+            bar.close()
+    tc = train_cfg.to_dict()
+    return TrainSummary(
+        dataset=dataset,
+        model=model_cfg.name,
+        bits=precision.label(),
+        seeds=list(seeds),
+        per_seed=results,
+        model_config=model_cfg.to_dict(),
+        train_config=tc,
+        precision=precision.to_dict(),
+    )
