@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import copy
 import statistics
 import time
 from collections.abc import Callable, Sequence
@@ -30,6 +31,8 @@ class TrainConfig:
         quant_lr: learning rate of quantizer parameters (step sizes, offsets, α); ``None``
             means ``lr``.
         degree_quant: Degree-Quant protective masking, or ``None``.
+        row_normalize: divide each node's features by their sum (Kipf & Welling's
+            preprocessing) before training; rows summing to 0 are left unchanged.
     """
 
     epochs: int = 200
@@ -37,6 +40,7 @@ class TrainConfig:
     weight_decay: float = 5e-4
     quant_lr: float | None = None
     degree_quant: DegreeQuantConfig | None = None
+    row_normalize: bool = False
 
     def __post_init__(self) -> None:
         if self.epochs < 1:
@@ -82,6 +86,24 @@ def accuracy(logits: Tensor, y: Tensor, mask: Tensor) -> float:
     return float((logits[mask].argmax(dim=-1) == y[mask]).sum()) / n
 
 
+def row_normalized(data: Any) -> Any:
+    """A shallow copy of ``data`` whose non-negative features are divided by their row sums
+    (cached on ``data``). Features with negative entries are returned unchanged."""
+    cached = data.__dict__.get("_qgnn_row_normalized")
+    if cached is not None and cached[0] is data.x:
+        return cached[1]
+    x = data.x
+    out = data
+    if x.numel() and bool((x >= 0).all()):
+        out = copy.copy(data)
+        out.__dict__.pop("_qgnn_model_input", None)
+        out.__dict__.pop("_qgnn_row_normalized", None)
+        s = x.sum(dim=1, keepdim=True)
+        out.x = torch.where(s > 0, x / torch.where(s > 0, s, torch.ones_like(s)), x)
+    data.__dict__["_qgnn_row_normalized"] = (x, out)
+    return out
+
+
 def calibrate(model: QuantGNN, data: Any) -> None:
     """Initialise every quantizer from one evaluation-mode forward pass (no dropout)."""
     was_training = model.training
@@ -115,6 +137,8 @@ def train_one(
     accuracy (ties broken by lower validation loss). With ``keep_model``, the returned result
     holds the model with that epoch's weights (in eval mode)."""
     torch.manual_seed(seed)
+    if train_cfg.row_normalize:
+        data = row_normalized(data)
     g = graph_ops(data)
     num_classes = int(getattr(data, "num_classes", int(data.y.max()) + 1))
     model = build_model(model_cfg, data.num_features, num_classes, precision, train_cfg.degree_quant)

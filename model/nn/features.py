@@ -60,10 +60,13 @@ def quantize_input(
 ) -> Features:
     """``dropout(q(x))``. Sparse inputs need a per-tensor quantizer (else they are densified)."""
     if isinstance(x, SparseFeatures):
-        if q.spec.granularity != "tensor":
+        sparse_ok = q.spec.granularity == "tensor" or (
+            q.spec.granularity == "node" and q.spec.range != "lsq"
+        )
+        if not sparse_ok:
             return dropout(q(x.to_dense(), protect))
-        vp = None if protect is None else protect[x.pattern.row]
-        return SparseFeatures(x.pattern, dropout(q(x.values, vp)))
+        v = q.forward_rows(x.values, x.pattern.row, x.shape[0], protect)
+        return SparseFeatures(x.pattern, dropout(v))
     return dropout(q(x, protect))
 
 

@@ -28,8 +28,9 @@ ROLES: tuple[str, ...] = ("input", "weight", "output", "message", "aggregate", "
 #: Keys a model-level or layer-level entry may set for every role at once.
 SPEC_KEYS: tuple[str, ...] = ("bits", "symmetric", "granularity", "range", "momentum", "percentile")
 
-#: Defaults per role before any override: weights symmetric per output channel, activations
-#: asymmetric per tensor.
+#: Defaults per role before any override: weights symmetric per output channel; layer inputs
+#: asymmetric per tensor with momentum min/max (the first layer's input is fixed data); the
+#: other activations asymmetric per tensor, which keeps aggregation a pure sum of codes.
 ROLE_DEFAULTS: dict[str, dict[str, Any]] = {
     "input": {"symmetric": False, "granularity": "tensor", "range": "minmax"},
     "weight": {"symmetric": True, "granularity": "channel"},

@@ -328,6 +328,42 @@ class Quantizer(nn.Module):
             y = torch.where(protect.reshape(-1, *([1] * (x.dim() - 1))), x, y)
         return y
 
+    def forward_rows(
+        self, values: Tensor, row: Tensor, num_rows: int, protect: Tensor | None = None
+    ) -> Tensor:
+        """Fake-quantize the stored values of a sparse matrix whose row ids are ``row``.
+
+        Per-tensor specs treat ``values`` as the tensor (implicit zeros are exact). Per-node
+        dynamic ranges (minmax/percentile/qlr with ``granularity="node"``) use each row's
+        min/max over its stored values and 0. ``protect`` is per row.
+        """
+        vp = None if protect is None else protect[row]
+        if self.spec.granularity == "tensor" or not self.spec.enabled:
+            return self(values, vp)
+        if self.spec.granularity != "node" or self.spec.range == "lsq":
+            raise ValueError(
+                f"quantizer {self.name!r}: sparse inputs support per-tensor or per-node "
+                f"dynamic ranges, not {self.spec.granularity}/{self.spec.range}"
+            )
+        with torch.no_grad():
+            v = values.detach()
+            zeros = torch.zeros(num_rows, dtype=v.dtype, device=v.device)
+            lo = zeros.scatter_reduce(0, row, v, "amin", include_self=True)
+            hi = zeros.scatter_reduce(0, row, v, "amax", include_self=True)
+            if not bool(self.initialized):
+                self._initialize(values.reshape(-1, 1), None)
+        if self.spec.range == "qlr":
+            assert self.alpha is not None
+            a = self.alpha.mean()
+            lo, hi = lo * a, hi * a
+        scale, zero = self._scale_zero_from_range(lo, hi)
+        zero = torch.clamp(round_ste(zero), self.spec.qmin, self.spec.qmax)
+        y = fake_quant(values, scale[row].to(torch.float32), zero[row].to(torch.float32),
+                       self.spec.qmin, self.spec.qmax)
+        if vp is not None and self.training:
+            y = torch.where(vp, values, y)
+        return y
+
     # ---------------------------------------------------------------------- integer form
     @torch.no_grad()
     def scale_zero(self, x: Tensor | None = None) -> tuple[Tensor, Tensor]:

@@ -1,0 +1,387 @@
+"""The ``qgnn`` command line.
+
+Subcommands::
+
+    qgnn train     quantization-aware training of one model at one precision over several seeds
+    qgnn datasets  list dataset names and the resolved data root
+    qgnn demo      the demo job (Cora, 2-layer GCN at FP32/INT8/INT4/INT2)
+
+Errors in the user's input (bad arguments, unknown dataset, missing data files, invalid
+precision) end the program with exit status 2 and one line ``qgnn: error: <reason>`` on stderr;
+Ctrl-C ends it with status 130. Set ``QGNN_DEBUG=1`` to get the traceback instead.
+"""
+
+from __future__ import annotations
+
+import argparse
+import os
+import shlex
+import sys
+from collections.abc import Sequence
+from pathlib import Path
+from typing import Any, NoReturn
+
+__all__ = ["CLIError", "build_parser", "main"]
+
+PROG = "qgnn"
+EXIT_USAGE = 2
+EXIT_INTERRUPTED = 130
+
+
+class CLIError(Exception):
+    """A user error: reported as one ``qgnn: error:`` line, exit status 2."""
+
+
+class _ArgumentParser(argparse.ArgumentParser):
+    """ArgumentParser whose errors are one line (raised as :class:`CLIError`, not printed).
+
+    ``--help`` and ``--version`` still print and exit normally. Subparsers inherit the class.
+    """
+
+    def error(self, message: str) -> NoReturn:
+        raise CLIError(message)
+
+
+def qgnn_version() -> str:
+    """Installed distribution version, else the version in ``pyproject.toml``."""
+    from importlib.metadata import PackageNotFoundError, version
+
+    try:
+        return version("qgnn")
+    except PackageNotFoundError:
+        pass
+    pyproject = Path(__file__).resolve().parents[1] / "pyproject.toml"
+    try:
+        import tomllib
+
+        return str(tomllib.loads(pyproject.read_text())["project"]["version"])
+    except (OSError, KeyError, ValueError):
+        return "unknown"
+
+
+# ----------------------------------------------------------------------------- arg types
+
+
+def _positive_int(text: str) -> int:
+    try:
+        value = int(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"expected a positive integer, got {text!r}") from None
+    if value < 1:
+        raise argparse.ArgumentTypeError(f"must be >= 1, got {value}")
+    return value
+
+
+def _non_negative_int(text: str) -> int:
+    try:
+        value = int(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(
+            f"expected a non-negative integer, got {text!r}") from None
+    if value < 0:
+        raise argparse.ArgumentTypeError(f"must be >= 0, got {value}")
+    return value
+
+
+def _positive_float(text: str) -> float:
+    try:
+        value = float(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"expected a number, got {text!r}") from None
+    if not value > 0 or value == float("inf"):
+        raise argparse.ArgumentTypeError(f"must be a finite number > 0, got {text}")
+    return value
+
+
+def _float(text: str) -> float:
+    try:
+        value = float(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"expected a number, got {text!r}") from None
+    if value != value or value in (float("inf"), float("-inf")):
+        raise argparse.ArgumentTypeError(f"expected a finite number, got {text!r}")
+    return value
+
+
+# ----------------------------------------------------------------------------- parser
+
+
+def build_parser() -> argparse.ArgumentParser:
+    """The ``qgnn`` argument parser (all subcommands)."""
+    from model.nn import MODEL_NAMES
+
+    parser = _ArgumentParser(
+        prog=PROG,
+        description="Co-design simulator for low-bit GNN accelerators.",
+        allow_abbrev=False,
+    )
+    parser.add_argument("--version", action="version", version=f"%(prog)s {qgnn_version()}")
+    sub = parser.add_subparsers(dest="command", metavar="COMMAND", title="commands")
+
+    data_root_help = ("dataset root (default: $QGNN_DATA_ROOT, else "
+                      "$XDG_CACHE_HOME/qgnn/datasets); see `qgnn datasets`")
+
+    # -- train
+    p = sub.add_parser(
+        "train",
+        help="quantization-aware training over several seeds",
+        description="Train one model at one precision over several seeds and report the test "
+                    "accuracy (mean ± sample std over seeds) at the epoch of best validation "
+                    "accuracy. Unset hyper-parameters use the library defaults.",
+        allow_abbrev=False,
+    )
+    p.add_argument("--dataset", required=True,
+                   help="dataset name (`qgnn datasets` lists them); synthetic families take "
+                        "parameters, e.g. csbm:n=2000,homophily=0.9")
+    p.add_argument("--model", default="gcn", type=str.lower, choices=MODEL_NAMES,
+                   help="architecture (default: %(default)s)")
+    p.add_argument("--bits", default=None,
+                   help="model-wide bit width: 2..8, 32 / fp32, or int2..int8 "
+                        "(default: fp32 unless --precision sets it)")
+    p.add_argument("--precision", metavar="JSON_OR_FILE", default=None,
+                   help="precision config as a JSON string or a .json/.toml file; its keys "
+                        "override --bits (per-role / per-layer overrides)")
+    p.add_argument("--seeds", type=_positive_int, default=10,
+                   help="number of seeds (default: %(default)s)")
+    p.add_argument("--seed-start", type=_non_negative_int, default=0,
+                   help="first seed; seeds are consecutive (default: %(default)s)")
+    p.add_argument("--split", type=_non_negative_int, default=0,
+                   help="dataset split (geom-gcn and synthetic datasets: 0..9; default: 0)")
+    p.add_argument("--data-root", metavar="DIR", default=None, help=data_root_help)
+    p.add_argument("--json", metavar="OUT", default=None,
+                   help="write the result (summary, per-seed metrics, configs) as JSON")
+    hp = p.add_argument_group("hyper-parameters (default: library defaults)")
+    hp.add_argument("--epochs", type=_positive_int, default=None)
+    hp.add_argument("--lr", type=_positive_float, default=None, help="learning rate")
+    hp.add_argument("--hidden", type=_positive_int, default=None, help="hidden width")
+    hp.add_argument("--layers", type=_positive_int, default=None,
+                    help="message-passing layers (decoupled: MLP layers)")
+    hp.add_argument("--dropout", type=_float, default=None, help="dropout in [0, 1)")
+    hp.add_argument("--k", type=_non_negative_int, default=None,
+                    help="propagation steps (decoupled model)")
+    hp.add_argument("--alpha", type=_float, default=None,
+                    help="teleport probability in [0, 1] (decoupled model)")
+    hp.add_argument("--degree-quant", action="store_true",
+                    help="Degree-Quant protective masking during training")
+    p.add_argument("--quiet", "-q", action="store_true", help="no progress bar")
+    p.set_defaults(func=cmd_train)
+
+    # -- datasets
+    p = sub.add_parser(
+        "datasets",
+        help="list available datasets and the resolved data root",
+        description="List dataset names accepted by --dataset, the resolved data root and "
+                    "whether each real dataset's raw files are present there.",
+        allow_abbrev=False,
+    )
+    p.add_argument("--data-root", metavar="DIR", default=None, help=data_root_help)
+    p.set_defaults(func=cmd_datasets)
+
+    # -- demo
+    p = sub.add_parser(
+        "demo",
+        help="demo job: Cora, 2-layer GCN at FP32/INT8/INT4/INT2",
+        description="Quantization-aware training of a 2-layer GCN on Cora at FP32, INT8, INT4 "
+                    "and INT2; prints a Markdown table and writes OUT/summary.json and "
+                    "OUT/accuracy.md.",
+        allow_abbrev=False,
+    )
+    p.add_argument("--data-root", metavar="DIR", default=None, help=data_root_help)
+    p.add_argument("--seeds", type=_positive_int, default=3,
+                   help="seeds per bit width (default: %(default)s)")
+    p.add_argument("--out", metavar="DIR", default=os.path.join("reports", "demo"),
+                   help="report directory (default: %(default)s)")
+    p.add_argument("--epochs", type=_positive_int, default=None,
+                   help="training epochs (default: library default)")
+    p.add_argument("--quiet", "-q", action="store_true", help="no progress bars")
+    p.set_defaults(func=cmd_demo)
+    return parser
+
+
+# ----------------------------------------------------------------------------- helpers
+
+
+def _data_root(args: argparse.Namespace) -> str | None:
+    """--data-root, else None (load_dataset then uses $QGNN_DATA_ROOT or the default)."""
+    return args.data_root
+
+
+def _precision(bits: str | None, precision: str | None) -> Any:
+    """Merge ``--bits`` (model-wide default) with ``--precision`` (overrides)."""
+    from model.quant import PrecisionConfig, check_bits
+
+    b = check_bits(bits, "--bits") if bits is not None else None
+    if precision is None:
+        return PrecisionConfig.uniform(32 if b is None else b)
+    loaded = PrecisionConfig.load(precision).to_dict()
+    merged = loaded if b is None else {"bits": b, **loaded}
+    return PrecisionConfig.from_dict(merged)
+
+
+def _model_config(args: argparse.Namespace) -> Any:
+    from model.nn import ModelConfig
+
+    given = {k: getattr(args, k) for k in ("hidden", "layers", "dropout", "k", "alpha")
+             if getattr(args, k) is not None}
+    return ModelConfig(name=args.model, **given)
+
+
+def _train_config(args: argparse.Namespace) -> Any:
+    from model.quant import DegreeQuantConfig
+    from model.train import TrainConfig
+
+    given: dict[str, Any] = {k: getattr(args, k) for k in ("epochs", "lr")
+                             if getattr(args, k) is not None}
+    if args.degree_quant:
+        given["degree_quant"] = DegreeQuantConfig()
+    return TrainConfig(**given)
+
+
+def _fmt_pm(mean: float, std: float) -> str:
+    return f"{mean:.1f} ± {std:.1f}"
+
+
+def result_line(d: dict[str, Any]) -> str:
+    """``cora gcn int4: test 81.2 ± 0.6 (val 80.1 ± 0.5) over 10 seeds``."""
+    n = len(d["seeds"])
+    return (f"{d['dataset']} {d['model']} {d['bits']}: "
+            f"test {_fmt_pm(d['test_acc_mean'], d['test_acc_std'])} "
+            f"(val {_fmt_pm(d['val_acc_mean'], d['val_acc_std'])}) "
+            f"over {n} seed{'s' if n != 1 else ''}")
+
+
+# ----------------------------------------------------------------------------- commands
+
+
+def cmd_train(args: argparse.Namespace) -> int:
+    from model.datasets import load_dataset, resolve_root
+    from model.train import train_seeds
+
+    from .atomic import check_writable_target, write_json_atomic
+
+    # Validate everything cheap before loading data or training.
+    precision = _precision(args.bits, args.precision)
+    model_cfg = _model_config(args)
+    train_cfg = _train_config(args)
+    if args.json is not None:
+        check_writable_target(args.json)
+    data = load_dataset(args.dataset, root=_data_root(args), split=args.split)
+    seeds = list(range(args.seed_start, args.seed_start + args.seeds))
+    summary = train_seeds(data, str(data.name), model_cfg, precision, train_cfg, seeds,
+                          progress=not args.quiet)
+    d = summary.to_dict()
+    print(result_line(d), flush=True)
+    if args.json is not None:
+        out = {
+            **d,
+            "split": args.split,
+            "data_root": str(resolve_root(_data_root(args))),
+            "qgnn_version": qgnn_version(),
+            "command": args.command_line,
+        }
+        path = write_json_atomic(args.json, out)
+        if not args.quiet:
+            print(f"wrote {path}", file=sys.stderr)
+    return 0
+
+
+def cmd_datasets(args: argparse.Namespace) -> int:
+    from model.datasets import available_datasets, resolve_root
+    from model.datasets.real import REAL_DATASETS
+
+    root = resolve_root(_data_root(args))
+    if args.data_root is not None:
+        source = "--data-root"
+    elif os.environ.get("QGNN_DATA_ROOT"):
+        source = "$QGNN_DATA_ROOT"
+    else:
+        source = "default"
+    print(f"data root: {root} ({source})")
+    names = available_datasets()
+    width = max(len(n) for n in names)
+    for name in names:
+        spec = REAL_DATASETS.get(name)
+        if spec is None:
+            info = f"synthetic  parameters: {name}:key=value,..."
+        else:
+            raw = root / spec.raw_subdir
+            present = all((raw / f).is_file() for f in spec.raw_files)
+            info = "real       " + ("raw files present" if present
+                                    else f"raw files missing in {raw}")
+        print(f"  {name:<{width}}  {info}")
+    return 0
+
+
+def cmd_demo(args: argparse.Namespace) -> int:
+    from .atomic import check_writable_target
+    from .demo import DEMO_BITS, DEMO_DATASET, run_demo
+
+    out = Path(args.out)
+    check_writable_target(out / "summary.json")
+    labels = ", ".join("FP32" if b == 32 else f"INT{b}" for b in DEMO_BITS)
+    print(f"qgnn demo: {DEMO_DATASET}, 2-layer GCN at {labels}, {args.seeds} seed(s) each",
+          flush=True)
+    result = run_demo(
+        out, data_root=_data_root(args), seeds=args.seeds, epochs=args.epochs,
+        progress=not args.quiet,
+        meta={"qgnn_version": qgnn_version(), "command": args.command_line},
+        log=lambda line: print(line, flush=True),
+    )
+    print()
+    print(result.table)
+    print()
+    print(f"report: {result.markdown_path} (table), {result.summary_path} (JSON); "
+          f"total {result.total_time_s:.1f} s")
+    return 0
+
+
+# ----------------------------------------------------------------------------- entry point
+
+
+def _one_line(exc: BaseException) -> str:
+    text = str(exc)
+    if isinstance(exc, OSError) and exc.strerror:
+        text = exc.strerror + (f": {exc.filename}" if exc.filename else "")
+    text = " ".join(part.strip() for part in text.splitlines() if part.strip())
+    return text or type(exc).__name__
+
+
+def _fail(message: str, code: int = EXIT_USAGE) -> int:
+    print(f"{PROG}: error: {message}", file=sys.stderr, flush=True)
+    return code
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    """Run the ``qgnn`` command line; return the exit status."""
+    args_list = list(sys.argv[1:] if argv is None else argv)
+    debug = os.environ.get("QGNN_DEBUG", "").strip() not in ("", "0")
+    try:
+        parser = build_parser()
+        try:
+            args = parser.parse_args(args_list)
+        except SystemExit as exc:  # --help / --version
+            return exc.code if isinstance(exc.code, int) else 0
+        if args.command is None:
+            commands = next(a.choices for a in parser._actions
+                            if isinstance(a, argparse._SubParsersAction))
+            raise CLIError(f"missing command; choose from {', '.join(commands)} "
+                           f"(see `{PROG} --help`)")
+        args.command_line = shlex.join([PROG, *args_list])
+        return int(args.func(args))
+    except KeyboardInterrupt:
+        return _fail("interrupted", EXIT_INTERRUPTED)
+    except (CLIError, ValueError, OSError) as exc:
+        # QuantConfigError is a ValueError; DatasetError is handled below.
+        if debug:
+            raise
+        return _fail(_one_line(exc))
+    except Exception as exc:
+        from model.datasets import DatasetError
+
+        if isinstance(exc, DatasetError) and not debug:
+            return _fail(_one_line(exc))
+        raise
+
+
+if __name__ == "__main__":
+    sys.exit(main())
