@@ -35,7 +35,9 @@ def to_multiplier_shift(
     if not np.all(np.isfinite(r)) or np.any(r < 0):
         raise ValueError("scale factors must be finite and non-negative")
     mant, exp = np.frexp(r)  # r = mant * 2**exp, mant in [0.5, 1)
-    m = np.floor(mant * float(1 << mult_bits) + 0.5).astype(np.int64)
+    t = np.ldexp(mant, mult_bits)  # exact
+    fl = np.floor(t)
+    m = (fl + (t - fl >= 0.5)).astype(np.int64)  # round half up, without a rounded "+ 0.5"
     shift = (mult_bits - exp).astype(np.int64)
     # rounding up to 2**mult_bits: renormalise
     over = m >= (1 << mult_bits)
@@ -44,11 +46,6 @@ def to_multiplier_shift(
     zero = r == 0
     m = np.where(zero, 0, m)
     shift = np.where(zero, 0, shift)
-    if np.any(shift > max_shift):
-        raise ValueError(
-            f"scale too small for a right shift of at most {max_shift} bits "
-            f"(smallest value {float(r[~zero].min()) if np.any(~zero) else 0.0!r})"
-        )
     # Strip trailing zero bits so the representation is canonical (smallest M for the value),
     # but never produce a negative shift.
     while True:
@@ -57,6 +54,11 @@ def to_multiplier_shift(
             break
         m = np.where(can, m >> 1, m)
         shift = np.where(can, shift - 1, shift)
+    if np.any(shift > max_shift):
+        raise ValueError(
+            f"scale too small for a right shift of at most {max_shift} bits "
+            f"(smallest value {float(r[~zero].min()) if np.any(~zero) else 0.0!r})"
+        )
     return m, shift
 
 

@@ -14,7 +14,7 @@ def round_ste(x: Tensor) -> Tensor:
 def grad_scale(x: Tensor, scale: float) -> Tensor:
     """Identity in the forward pass; multiplies the gradient by ``scale`` (LSQ's g)."""
     y = x * scale
-    return (x - y).detach() + y
+    return x.detach() + (y - y.detach())  # forward value is exactly x
 
 
 def clipped_ste_fake_quant(

@@ -107,23 +107,11 @@ def test_too_small_scale_raises() -> None:
         to_multiplier_shift(r, 24, max_shift=39)
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="BUG: max_shift is checked on the normalised shift (before trailing zeros are "
-    "stripped), so 2**-10 = 1 * 2**-10 is rejected for max_shift=31 with mult_bits=24 "
-    "even though the returned canonical form needs a shift of only 10",
-)
 def test_max_shift_applies_to_returned_shift() -> None:
     m, sh = to_multiplier_shift(2.0**-10, mult_bits=24, max_shift=31)
     assert (int(m), int(sh)) == (1, 10)
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="BUG: with mult_bits=53, floor(mant * 2**53 + 0.5) rounds the + 0.5 in float64 "
-    "(ties to even) so odd 53-bit mantissas are bumped by one: 1 + 2**-52 becomes "
-    "1 + 2**-51 (relative error 2**-52 > 2**-53)",
-)
 def test_mult_bits_53_is_exact_for_float64() -> None:
     r = 1.0 + 2.0**-52
     m, sh = to_multiplier_shift(r, mult_bits=53)

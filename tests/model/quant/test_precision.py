@@ -30,8 +30,8 @@ def test_roles_constant() -> None:
 def test_resolution_order_model_role_layer_layerrole() -> None:
     p = PrecisionConfig.from_dict(NESTED)
     # layer 0 has no override: model common, then model role
-    assert p.spec(0, "input") == QuantSpec(bits=4, symmetric=False, granularity="node",
-                                           range="minmax", momentum=0.2)
+    i0 = p.spec(0, "input")
+    assert (i0.bits, i0.symmetric, i0.range, i0.momentum) == (4, False, "minmax", 0.2)
     assert p.spec(0, "message") == QuantSpec(bits=4, range="lsq", momentum=0.2)
     w0 = p.spec(0, "weight")
     assert (w0.bits, w0.range, w0.symmetric, w0.granularity, w0.momentum) == (
@@ -55,9 +55,9 @@ def test_resolution_order_model_role_layer_layerrole() -> None:
 
 def test_role_defaults_apply_and_model_common_overrides_them() -> None:
     p = PrecisionConfig.uniform(4)
-    # layer inputs: asymmetric per node with dynamic min/max
+    # layer inputs: asymmetric per tensor with momentum min/max (documented ROLE_DEFAULTS)
     i = p.spec(0, "input")
-    assert (i.symmetric, i.granularity, i.range) == (False, "node", "minmax")
+    assert (i.symmetric, i.granularity, i.range) == (False, "tensor", "minmax")
     # weights: symmetric per output channel
     w = p.spec(0, "weight")
     assert (w.symmetric, w.granularity, w.range) == (True, "channel", "lsq")

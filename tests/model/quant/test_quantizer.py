@@ -98,7 +98,8 @@ def test_round_trip_within_half_step(method, sym, gran, bits, seed, n, f, spread
 
     y = eval_out(q, x)
     lo, hi = (qmin - z) * s, (qmax - z) * s
-    inside = (x >= lo) & (x <= hi)
+    slack = 1e-5 * s  # points at the range ends that rounding put a hair outside
+    inside = (x >= lo - slack) & (x <= hi + slack)
     if method in ("minmax", "lsq") or not is_dynamic(method, gran):
         # (per-node QLR and percentile ranges clip part of the row on purpose)
         assert inside.float().mean() > 0.5
@@ -528,13 +529,6 @@ def test_extra_repr() -> None:
 # -------------------------------------------- LSQ: forward value vs gradient-scale rounding
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="BUG: Quantizer._current_scale_zero computes the LSQ step as "
-    "exp(grad_scale(log_step, g)); grad_scale's forward (x - x*g) + x*g is not exactly x "
-    "in float32, so under torch.no_grad() the step differs by ulps from exp(log_step) used "
-    "by lsq_fake_quant with autograd enabled: eval outputs depend on the autograd mode",
-)
 def test_lsq_eval_output_independent_of_autograd_mode() -> None:
     q = make_q("lsq", True, "tensor", 4)
     x = torch.linspace(-5.0, 5.0, 16).reshape(4, 4)
@@ -548,13 +542,6 @@ def test_lsq_eval_output_independent_of_autograd_mode() -> None:
     assert torch.equal(y_nograd, y_grad)
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="BUG: scale_zero()/integer_params() without x evaluate the LSQ step as "
-    "exp(grad_scale(log_step, g)) with g from a dummy 1-element tensor; the rounding of "
-    "grad_scale's forward changes the float32 step (exp(-0.114) = 0.89225793 becomes "
-    "0.89225799), so the exported integer parameters do not reproduce the model's output",
-)
 def test_lsq_integer_params_without_x_match_forward() -> None:
     q = make_q("lsq", True, "tensor", 4)
     x = torch.linspace(-5.0, 5.0, 16).reshape(4, 4)
