@@ -163,6 +163,9 @@ def build_parser() -> argparse.ArgumentParser:
                     help="teleport probability in [0, 1] (decoupled model)")
     hp.add_argument("--degree-quant", action="store_true",
                     help="Degree-Quant protective masking during training")
+    p.add_argument("--threads", type=_positive_int, default=None,
+                   help="torch CPU threads (default: torch's default); 1 is often faster "
+                        "for small graphs on a busy machine")
     p.add_argument("--quiet", "-q", action="store_true", help="no progress bar")
     p.set_defaults(func=cmd_train)
 
@@ -193,6 +196,9 @@ def build_parser() -> argparse.ArgumentParser:
                    help="report directory (default: %(default)s)")
     p.add_argument("--epochs", type=_positive_int, default=None,
                    help="training epochs (default: library default)")
+    p.add_argument("--threads", type=_positive_int, default=None,
+                   help="torch CPU threads (default: torch's default); 1 is often faster "
+                        "for small graphs on a busy machine")
     p.add_argument("--quiet", "-q", action="store_true", help="no progress bars")
     p.set_defaults(func=cmd_demo)
     return parser
@@ -237,6 +243,13 @@ def _train_config(args: argparse.Namespace) -> Any:
     return TrainConfig(**given)
 
 
+def _set_threads(args: argparse.Namespace) -> None:
+    if args.threads is not None:
+        import torch
+
+        torch.set_num_threads(args.threads)
+
+
 def _fmt_pm(mean: float, std: float) -> str:
     return f"{mean:.1f} ± {std:.1f}"
 
@@ -254,6 +267,8 @@ def result_line(d: dict[str, Any]) -> str:
 
 
 def cmd_train(args: argparse.Namespace) -> int:
+    import torch
+
     from model.datasets import load_dataset, resolve_root
     from model.train import train_seeds
 
@@ -266,6 +281,7 @@ def cmd_train(args: argparse.Namespace) -> int:
     if args.json is not None:
         check_writable_target(args.json)
     data = load_dataset(args.dataset, root=_data_root(args), split=args.split)
+    _set_threads(args)
     seeds = list(range(args.seed_start, args.seed_start + args.seeds))
     summary = train_seeds(data, str(data.name), model_cfg, precision, train_cfg, seeds,
                           progress=not args.quiet)
@@ -276,6 +292,7 @@ def cmd_train(args: argparse.Namespace) -> int:
             **d,
             "split": args.split,
             "data_root": str(resolve_root(_data_root(args))),
+            "torch_threads": torch.get_num_threads(),
             "qgnn_version": qgnn_version(),
             "command": args.command_line,
         }
@@ -318,6 +335,7 @@ def cmd_demo(args: argparse.Namespace) -> int:
 
     out = Path(args.out)
     check_writable_target(out / "summary.json")
+    _set_threads(args)
     labels = ", ".join("FP32" if b == 32 else f"INT{b}" for b in DEMO_BITS)
     print(f"qgnn demo: {DEMO_DATASET}, 2-layer GCN at {labels}, {args.seeds} seed(s) each",
           flush=True)

@@ -6,15 +6,15 @@ from collections.abc import Callable
 
 import torch
 from torch import Tensor, nn
-from torch_geometric.nn import MessagePassing
 
 from ..quant.precision import PrecisionConfig
 from .features import matmul, quantize_input
-from .graph_ops import GraphOps, spmm_sum
+from .graph_ops import GraphOps
 from .roles import RoleQuantizers
+from .sum_message_passing import SumMessagePassing
 
 
-class QGCNConv(MessagePassing):
+class QGCNConv(SumMessagePassing):
     """GCN layer, combine-first, with the normalisation split so aggregation is a pure sum.
 
     Dataflow (``q.<role>`` is a fake quantizer)::
@@ -41,7 +41,7 @@ class QGCNConv(MessagePassing):
         dropout: float = 0.0,
         bias: bool = True,
     ) -> None:
-        super().__init__(aggr="add")
+        super().__init__()
         self.lin = nn.Linear(in_channels, out_channels, bias=False)
         self.bias = nn.Parameter(torch.zeros(out_channels)) if bias else None
         self.q = RoleQuantizers(precision, layer)
@@ -57,12 +57,6 @@ class QGCNConv(MessagePassing):
         s = g.sum_neighbors(m)
         a = q.aggregate(s * g.dinv_sqrt[:, None], protect)
         return self.node_update(a, protect)
-
-    def message(self, x_j: Tensor) -> Tensor:  # used with edge_index inputs
-        return x_j
-
-    def message_and_aggregate(self, adj_t: Tensor, x: Tensor) -> Tensor:
-        return spmm_sum(adj_t, x)
 
     def node_update(self, a: Tensor, protect: Tensor | None = None) -> Tensor:
         """Per-node update after aggregation: bias, activation, update quantizer."""

@@ -6,15 +6,15 @@ from collections.abc import Callable
 
 import torch
 from torch import Tensor, nn
-from torch_geometric.nn import MessagePassing
 
 from ..quant.precision import PrecisionConfig
 from .features import densify
-from .graph_ops import GraphOps, spmm_sum
+from .graph_ops import GraphOps
 from .roles import RoleQuantizers
+from .sum_message_passing import SumMessagePassing
 
 
-class QGINConv(MessagePassing):
+class QGINConv(SumMessagePassing):
     """GIN layer with ε = 0, aggregate-first; the sum over ``N(i) ∪ {i}`` is a pure addition.
 
     Dataflow::
@@ -41,7 +41,7 @@ class QGINConv(MessagePassing):
         dropout: float = 0.0,
         hidden: int | None = None,
     ) -> None:
-        super().__init__(aggr="add")
+        super().__init__()
         hidden = hidden or out_channels
         self.lin1 = nn.Linear(in_channels, hidden)
         self.lin2 = nn.Linear(hidden, out_channels)
@@ -60,12 +60,6 @@ class QGINConv(MessagePassing):
         h = q2.input(torch.relu(h), protect)
         o = q2.output(h @ q2.weight(self.lin2.weight).t(), protect)
         return self.node_update(o, protect)
-
-    def message(self, x_j: Tensor) -> Tensor:
-        return x_j
-
-    def message_and_aggregate(self, adj_t: Tensor, x: Tensor) -> Tensor:
-        return spmm_sum(adj_t, x)
 
     def node_update(self, o: Tensor, protect: Tensor | None = None) -> Tensor:
         """Bias, activation and update quantizer."""

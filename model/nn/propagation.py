@@ -3,14 +3,14 @@
 from __future__ import annotations
 
 from torch import Tensor
-from torch_geometric.nn import MessagePassing
 
 from ..quant.precision import PrecisionConfig
-from .graph_ops import GraphOps, spmm_sum
+from .graph_ops import GraphOps
 from .roles import RoleQuantizers
+from .sum_message_passing import SumMessagePassing
 
 
-class QPropagation(MessagePassing):
+class QPropagation(SumMessagePassing):
     """One step ``z' = (1 - α) D^-1/2 (A + I) D^-1/2 z + α h``, every stage quantized.
 
     Dataflow::
@@ -23,7 +23,7 @@ class QPropagation(MessagePassing):
     """
 
     def __init__(self, precision: PrecisionConfig, layer: int, alpha: float = 0.1) -> None:
-        super().__init__(aggr="add")
+        super().__init__()
         if not (0.0 <= alpha <= 1.0):
             raise ValueError(f"teleport alpha must be in [0, 1], got {alpha}")
         self.alpha = alpha
@@ -37,9 +37,3 @@ class QPropagation(MessagePassing):
         s = g.sum_neighbors(m)
         a = q.aggregate(s * g.dinv_sqrt[:, None], protect)
         return q.update((1.0 - self.alpha) * a + self.alpha * h, protect)
-
-    def message(self, x_j: Tensor) -> Tensor:
-        return x_j
-
-    def message_and_aggregate(self, adj_t: Tensor, x: Tensor) -> Tensor:
-        return spmm_sum(adj_t, x)

@@ -5,16 +5,16 @@ from __future__ import annotations
 from collections.abc import Callable
 
 from torch import Tensor, nn
-from torch_geometric.nn import MessagePassing
 
 from ..quant.precision import PrecisionConfig
 from ..quant.quantizer import Quantizer
 from .features import densify
-from .graph_ops import GraphOps, spmm_sum
+from .graph_ops import GraphOps
 from .roles import RoleQuantizers
+from .sum_message_passing import SumMessagePassing
 
 
-class QSAGEConv(MessagePassing):
+class QSAGEConv(SumMessagePassing):
     """GraphSAGE with mean aggregation, aggregate-first.
 
     Dataflow::
@@ -37,7 +37,7 @@ class QSAGEConv(MessagePassing):
         act: Callable[[Tensor], Tensor] | None = None,
         dropout: float = 0.0,
     ) -> None:
-        super().__init__(aggr="add")
+        super().__init__()
         self.lin_l = nn.Linear(in_channels, out_channels, bias=True)
         self.lin_r = nn.Linear(in_channels, out_channels, bias=False)
         self.q = RoleQuantizers(precision, layer)
@@ -56,12 +56,6 @@ class QSAGEConv(MessagePassing):
         h = a @ q.weight(self.lin_l.weight).t() + x @ self.q_root_weight(self.lin_r.weight).t()
         h = q.output(h, protect)
         return self.node_update(h, protect)
-
-    def message(self, x_j: Tensor) -> Tensor:
-        return x_j
-
-    def message_and_aggregate(self, adj_t: Tensor, x: Tensor) -> Tensor:
-        return spmm_sum(adj_t, x)
 
     def node_update(self, h: Tensor, protect: Tensor | None = None) -> Tensor:
         """Bias, activation and update quantizer."""

@@ -124,6 +124,7 @@ def test_subprocess_unknown_dataset_is_one_line() -> None:
         (["--precision", '{"layers": {"0": {"bits": 9}}}'], "invalid bit width"),
         (["--precision", "does-not-exist.json"], "not found"),
         (["--split", "10"], "split"),
+        (["--threads", "0"], "--threads"),
         (["--unknown-flag"], "unrecognized arguments"),
     ],
 )
@@ -223,18 +224,25 @@ def test_train_tiny_json_and_determinism(
 
 
 def test_train_hyperparameters_passed(capsys: pytest.CaptureFixture[str], tmp_path: Path) -> None:
+    import torch
+
     out = tmp_path / "out.json"
-    assert main(["train", "--dataset", TINY, "--model", "decoupled", "--bits", "8",
-                 "--epochs", "2", "--seeds", "1", "--hidden", "16", "--layers", "1",
-                 "--k", "3", "--alpha", "0.2", "--dropout", "0.1", "--lr", "0.05",
-                 "--degree-quant", "--split", "2", "--quiet", "--json", str(out)]) == 0
+    threads = torch.get_num_threads()
+    try:
+        assert main(["train", "--dataset", TINY, "--model", "decoupled", "--bits", "8",
+                     "--epochs", "2", "--seeds", "1", "--hidden", "16", "--layers", "1",
+                     "--k", "3", "--alpha", "0.2", "--dropout", "0.1", "--lr", "0.05",
+                     "--degree-quant", "--split", "2", "--threads", "1", "--quiet",
+                     "--json", str(out)]) == 0
+    finally:
+        torch.set_num_threads(threads)
     capsys.readouterr()
     d = json.loads(out.read_text())
     assert d["model_config"] == {**d["model_config"], "name": "decoupled", "hidden": 16,
                                  "layers": 1, "k": 3, "alpha": 0.2, "dropout": 0.1}
     assert d["train_config"]["lr"] == 0.05 and d["train_config"]["epochs"] == 2
     assert d["train_config"]["degree_quant"] is not None
-    assert d["split"] == 2 and d["seeds"] == [0]
+    assert d["split"] == 2 and d["seeds"] == [0] and d["torch_threads"] == 1
 
 
 def test_train_cora(
