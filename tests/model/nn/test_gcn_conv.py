@@ -5,22 +5,13 @@ from __future__ import annotations
 import pytest
 import torch
 import torch.nn.functional as F
+from nn_test_graphs import N, random_graph
 from torch_geometric.nn import GCNConv
 from torch_geometric.utils import coalesce
 
 from model.nn.gcn_conv import QGCNConv
 from model.nn.graph_ops import GraphOps
 from model.quant.precision import PrecisionConfig
-
-N = 13  # node 12 is isolated
-
-
-def random_graph(seed: int) -> torch.Tensor:
-    """Edges among nodes 0..11 with duplicate edges and (duplicate) self-loops."""
-    g = torch.Generator().manual_seed(seed)
-    ei = torch.randint(0, N - 1, (2, 40), generator=g)
-    extra = torch.tensor([[3, 3, 5, 0], [3, 3, 5, 1]])
-    return torch.cat([ei, ei[:, :6], extra], dim=1)
 
 
 def dense_a_hat(ei: torch.Tensor, n: int) -> torch.Tensor:

@@ -4,22 +4,13 @@ from __future__ import annotations
 
 import pytest
 import torch
+from nn_test_graphs import N, random_graph
 from torch_geometric.nn import APPNP
 from torch_geometric.utils import coalesce
 
 from model.nn.graph_ops import GraphOps
 from model.nn.propagation import QPropagation
 from model.quant.precision import PrecisionConfig
-
-N = 13  # node 12 is isolated
-
-
-def random_graph(seed: int) -> torch.Tensor:
-    """Edges among nodes 0..11 with duplicate edges and (duplicate) self-loops."""
-    g = torch.Generator().manual_seed(seed)
-    ei = torch.randint(0, N - 1, (2, 40), generator=g)
-    extra = torch.tensor([[3, 3, 5, 0], [3, 3, 5, 1]])
-    return torch.cat([ei, ei[:, :6], extra], dim=1)
 
 
 def norm_adj(ei: torch.Tensor, n: int) -> torch.Tensor:
