@@ -13,7 +13,7 @@ STAMP      := $(VENV)/.qgnn-installed
 TORCH_SPEC     ?= torch==2.13.0
 TORCH_PIP_ARGS ?=
 # Debian packages the project needs at run time (checked with `command -v`, installed when absent).
-APT_TOOLS  ?=
+APT_TOOLS  ?= iverilog:iverilog
 PYTEST_ARGS ?=
 
 .PHONY: setup demo test test-fast test-all lint typecheck bench-accuracy bench-train-speed clean
@@ -34,7 +34,7 @@ demo: setup
 	$(VENV)/bin/qgnn demo
 
 test: setup
-	$(VPY) -m pytest -q -m "not slow" $(PYTEST_ARGS)
+	$(VPY) -m pytest -q -m "not slow and not verilator" $(PYTEST_ARGS)
 
 test-all: setup
 	$(VPY) -m pytest -q $(PYTEST_ARGS)
