@@ -14,6 +14,8 @@ Ctrl-C ends it with status 130. Set ``QGNN_DEBUG=1`` to get the traceback instea
 from __future__ import annotations
 
 import argparse
+import importlib
+import importlib.util
 import os
 import shlex
 import sys
@@ -26,6 +28,15 @@ __all__ = ["CLIError", "build_parser", "main"]
 PROG = "qgnn"
 EXIT_USAGE = 2
 EXIT_INTERRUPTED = 130
+#: Modules that add subcommands: each has ``register(subparsers)``, which calls
+#: ``subparsers.add_parser(...)`` and ``set_defaults(func=handler)``; ``handler(args) -> int``.
+#: A handler reports user errors by raising CLIError, ValueError or OSError (one line, status 2).
+PLUGIN_MODULES: tuple[str, ...] = (
+    "sweeps.export_cmd",
+    "hw.cli",
+    "sim.cli",
+    "sweeps.sweep_cmd",
+)
 
 
 class CLIError(Exception):
@@ -106,30 +117,13 @@ def _float(text: str) -> float:
 # ----------------------------------------------------------------------------- parser
 
 
-def build_parser() -> argparse.ArgumentParser:
-    """The ``qgnn`` argument parser (all subcommands)."""
+def add_model_arguments(p: argparse.ArgumentParser) -> None:
+    """Arguments that choose a dataset, a model, its precision and training hyper-parameters
+    (shared by ``train``, ``export`` and other commands that train)."""
     from model.nn import MODEL_NAMES
-
-    parser = _ArgumentParser(
-        prog=PROG,
-        description="Co-design simulator for low-bit GNN accelerators.",
-        allow_abbrev=False,
-    )
-    parser.add_argument("--version", action="version", version=f"%(prog)s {qgnn_version()}")
-    sub = parser.add_subparsers(dest="command", metavar="COMMAND", title="commands")
 
     data_root_help = ("dataset root (default: $QGNN_DATA_ROOT, else "
                       "$XDG_CACHE_HOME/qgnn/datasets); see `qgnn datasets`")
-
-    # -- train
-    p = sub.add_parser(
-        "train",
-        help="quantization-aware training over several seeds",
-        description="Train one model at one precision over several seeds and report the test "
-                    "accuracy (mean ± sample std over seeds) at the epoch of best validation "
-                    "accuracy. Unset hyper-parameters use the library defaults.",
-        allow_abbrev=False,
-    )
     p.add_argument("--dataset", required=True,
                    help="dataset name (`qgnn datasets` lists them); synthetic families take "
                         "parameters, e.g. csbm:n=2000,homophily=0.9")
@@ -141,15 +135,9 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--precision", metavar="JSON_OR_FILE", default=None,
                    help="precision config as a JSON string or a .json/.toml file; its keys "
                         "override --bits (per-role / per-layer overrides)")
-    p.add_argument("--seeds", type=_positive_int, default=10,
-                   help="number of seeds (default: %(default)s)")
-    p.add_argument("--seed-start", type=_non_negative_int, default=0,
-                   help="first seed; seeds are consecutive (default: %(default)s)")
     p.add_argument("--split", type=_non_negative_int, default=0,
                    help="dataset split (geom-gcn and synthetic datasets: 0..9; default: 0)")
     p.add_argument("--data-root", metavar="DIR", default=None, help=data_root_help)
-    p.add_argument("--json", metavar="OUT", default=None,
-                   help="write the result (summary, per-seed metrics, configs) as JSON")
     hp = p.add_argument_group("hyper-parameters (default: library defaults)")
     hp.add_argument("--epochs", type=_positive_int, default=None)
     hp.add_argument("--lr", type=_positive_float, default=None, help="learning rate")
@@ -166,6 +154,43 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--threads", type=_positive_int, default=None,
                    help="torch CPU threads (default: torch's default); 1 is often faster "
                         "for small graphs on a busy machine")
+
+
+def build_parser() -> argparse.ArgumentParser:
+    """The ``qgnn`` argument parser (all subcommands)."""
+
+    parser = _ArgumentParser(
+        prog=PROG,
+        description="Co-design simulator for low-bit GNN accelerators.",
+        allow_abbrev=False,
+    )
+    parser.add_argument("--version", action="version", version=f"%(prog)s {qgnn_version()}")
+    sub = parser.add_subparsers(dest="command", metavar="COMMAND", title="commands")
+
+    data_root_help = ("dataset root (default: $QGNN_DATA_ROOT, else "
+                      "$XDG_CACHE_HOME/qgnn/datasets); see `qgnn datasets`")
+
+    # -- subcommands that live beside the part they drive (export, hw, verify, simulate, sweep)
+    for name in PLUGIN_MODULES:
+        if importlib.util.find_spec(name) is not None:
+            importlib.import_module(name).register(sub)
+
+    # -- train
+    p = sub.add_parser(
+        "train",
+        help="quantization-aware training over several seeds",
+        description="Train one model at one precision over several seeds and report the test "
+                    "accuracy (mean ± sample std over seeds) at the epoch of best validation "
+                    "accuracy. Unset hyper-parameters use the library defaults.",
+        allow_abbrev=False,
+    )
+    p.add_argument("--seeds", type=_positive_int, default=10,
+                   help="number of seeds (default: %(default)s)")
+    p.add_argument("--seed-start", type=_non_negative_int, default=0,
+                   help="first seed; seeds are consecutive (default: %(default)s)")
+    p.add_argument("--json", metavar="OUT", default=None,
+                   help="write the result (summary, per-seed metrics, configs) as JSON")
+    add_model_arguments(p)
     p.add_argument("--quiet", "-q", action="store_true", help="no progress bar")
     p.set_defaults(func=cmd_train)
 

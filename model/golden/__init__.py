@@ -1,6 +1,28 @@
 """Golden test vectors: packed integer inputs and expected outputs of aggregation stages."""
 
+from .format import (
+    FORMAT_NAME,
+    FORMAT_VERSION,
+    GoldenStage,
+    VectorFormatError,
+    VectorSet,
+    read_vectors,
+    write_vectors,
+)
 from .packing import pack_codes, unpack_codes, words_per_row
 from .stage import AggregationStage, random_stage
 
-__all__ = ["AggregationStage", "pack_codes", "random_stage", "unpack_codes", "words_per_row"]
+__all__ = [
+    "FORMAT_NAME",
+    "FORMAT_VERSION",
+    "AggregationStage",
+    "GoldenStage",
+    "VectorFormatError",
+    "VectorSet",
+    "pack_codes",
+    "random_stage",
+    "read_vectors",
+    "unpack_codes",
+    "words_per_row",
+    "write_vectors",
+]

@@ -10,8 +10,9 @@ from __future__ import annotations
 from dataclasses import asdict, dataclass
 from typing import Any
 
-import torch.nn.functional as F
 from torch import Tensor, nn
+
+import torch.nn.functional as F
 
 from ..quant.degree_quant import DegreeQuantConfig, protection_probability, sample_protect_mask
 from ..quant.precision import PrecisionConfig
@@ -22,8 +23,11 @@ from .graph_ops import GraphOps, graph_ops
 from .linear import QLinear
 from .propagation import QPropagation
 from .sage_conv import QSAGEConv
+from .smp_propagation import QSMPPropagation, SMPConstants, SMPState
 
 MODEL_NAMES: tuple[str, ...] = ("gcn", "gin", "sage", "decoupled")
+#: Propagation steps of the decoupled model: APPNP-style, or smoothness-aware (SMP).
+PROPAGATIONS: tuple[str, ...] = ("appnp", "smp")
 
 
 @dataclass(frozen=True)
@@ -36,7 +40,12 @@ class ModelConfig:
         layers: message-passing layers (GCN/GIN/SAGE) or MLP layers (decoupled).
         dropout: dropout probability on layer inputs.
         k: propagation steps of the decoupled model.
-        alpha: teleport probability of the decoupled model's propagation.
+        alpha: teleport probability of the decoupled model's APPNP propagation.
+        propagation: the decoupled model's step, one of :data:`PROPAGATIONS`: ``"appnp"``
+            (:class:`~model.nn.propagation.QPropagation`) or ``"smp"``
+            (:class:`~model.nn.smp_propagation.QSMPPropagation`, which ignores ``alpha``).
+        smp_mu, smp_step, smp_eta_lambda, smp_eta_slack, smp_bound, smp_lambda0, smp_slack0:
+            SMP's constants (see :class:`~model.nn.smp_propagation.SMPConstants`).
     """
 
     name: str = "gcn"
@@ -45,6 +54,14 @@ class ModelConfig:
     dropout: float = 0.5
     k: int = 10
     alpha: float = 0.1
+    propagation: str = "appnp"
+    smp_mu: float = 9.0
+    smp_step: float = 0.1
+    smp_eta_lambda: float = 1e-5
+    smp_eta_slack: float = 1e-5
+    smp_bound: float = 0.1
+    smp_lambda0: float = 1e-3
+    smp_slack0: float = 1e-3
 
     def __post_init__(self) -> None:
         if self.name not in MODEL_NAMES:
@@ -55,6 +72,19 @@ class ModelConfig:
             raise ValueError(f"dropout must be in [0, 1), got {self.dropout}")
         if not (0.0 <= self.alpha <= 1.0):
             raise ValueError(f"alpha must be in [0, 1], got {self.alpha}")
+        if self.propagation not in PROPAGATIONS:
+            raise ValueError(
+                f"unknown propagation {self.propagation!r}; allowed: {', '.join(PROPAGATIONS)}"
+            )
+        self.smp_constants()  # validates the SMP constants
+
+    def smp_constants(self) -> SMPConstants:
+        """The SMP constants as :class:`~model.nn.smp_propagation.SMPConstants`."""
+        return SMPConstants(
+            mu=self.smp_mu, step=self.smp_step, eta_lambda=self.smp_eta_lambda,
+            eta_slack=self.smp_eta_slack, bound=self.smp_bound, lambda0=self.smp_lambda0,
+            slack0=self.smp_slack0,
+        )
 
     def to_dict(self) -> dict[str, Any]:
         return asdict(self)
@@ -122,7 +152,12 @@ class QConvStack(QuantGNN):
 
 
 class QDecoupled(QuantGNN):
-    """Decoupled model (SMP's architecture): an MLP, then K parameter-free propagation steps."""
+    """Decoupled model (SMP's architecture): an MLP, then K parameter-free propagation steps
+    (APPNP-style, or SMP's smoothness-aware steps with ``cfg.propagation == "smp"``).
+
+    With SMP, ``smp_trace`` holds the last forward pass's multiplier and slack after every
+    step, as ``[(λ_1, s_1), ..., (λ_K, s_K)]`` floats (diagnostics only).
+    """
 
     def __init__(
         self,
@@ -139,9 +174,17 @@ class QDecoupled(QuantGNN):
                     act=None if i == cfg.layers - 1 else F.relu, dropout=cfg.dropout)
             for i in range(cfg.layers)
         )
-        self.props = nn.ModuleList(
-            QPropagation(precision, cfg.layers + k, alpha=cfg.alpha) for k in range(cfg.k)
-        )
+        self.propagation = cfg.propagation
+        self.smp = cfg.smp_constants()
+        self.smp_trace: list[tuple[float, float]] = []
+        if cfg.propagation == "smp":
+            self.props = nn.ModuleList(
+                QSMPPropagation(precision, cfg.layers + k, self.smp) for k in range(cfg.k)
+            )
+        else:
+            self.props = nn.ModuleList(
+                QPropagation(precision, cfg.layers + k, alpha=cfg.alpha) for k in range(cfg.k)
+            )
 
     def forward(self, x: Tensor, graph: GraphOps | Any) -> Tensor:
         g = graph if isinstance(graph, GraphOps) else graph_ops(graph)
@@ -150,6 +193,14 @@ class QDecoupled(QuantGNN):
             x = lin(x, protect)
         h = x
         z = h
+        if self.propagation == "smp":
+            state = SMPState.initial(self.smp, h)
+            trace = []
+            for prop in self.props:
+                z, state = prop(z, h, g, state, protect)
+                trace.append((state.lam, state.slack))
+            self.smp_trace = [(float(lam), float(s)) for lam, s in trace]
+            return z
         for prop in self.props:
             z = prop(z, h, g, protect)
         return z

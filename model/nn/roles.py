@@ -6,6 +6,7 @@ from collections.abc import Iterable
 
 from torch import nn
 
+from ..quant.bit_truncation import make_quantizer
 from ..quant.precision import ROLES, PrecisionConfig
 from ..quant.quantizer import Quantizer
 
@@ -15,7 +16,9 @@ class RoleQuantizers(nn.Module):
 
     Access as attributes: ``q.input``, ``q.weight``, ``q.output``, ``q.message``,
     ``q.aggregate``, ``q.update``. Weights are quantized per output channel (axis 0 of
-    ``[out, in]``); activations along their feature axis (-1).
+    ``[out, in]``); activations along their feature axis (-1). A spec with INT2 bit
+    truncation (``truncation="bt"``/``"bt_star"``) gets a
+    :class:`~model.quant.bit_truncation.BitTruncQuantizer`.
     """
 
     def __init__(
@@ -28,7 +31,7 @@ class RoleQuantizers(nn.Module):
             spec = precision.spec(layer, role)
             axis = 0 if role == "weight" else -1
             self.add_module(
-                role, Quantizer(spec, channel_axis=axis, name=f"{prefix}layer{layer}.{role}")
+                role, make_quantizer(spec, channel_axis=axis, name=f"{prefix}layer{layer}.{role}")
             )
 
     def __getattr__(self, name: str) -> Quantizer:  # type: ignore[override]

@@ -11,6 +11,7 @@ from typing import Any, Literal, get_args
 
 Granularity = Literal["tensor", "channel", "node"]
 RangeMethod = Literal["minmax", "percentile", "qlr", "lsq"]
+Truncation = Literal["none", "bt", "bt_star"]
 
 #: Integer bit widths a quantizer accepts; 32 selects the FP32 passthrough.
 INT_BITS: tuple[int, ...] = (2, 3, 4, 5, 6, 7, 8)
@@ -18,6 +19,9 @@ FP32_BITS = 32
 ALLOWED_BITS: tuple[int, ...] = (*INT_BITS, FP32_BITS)
 GRANULARITIES: tuple[str, ...] = get_args(Granularity)
 RANGE_METHODS: tuple[str, ...] = get_args(RangeMethod)
+TRUNCATIONS: tuple[str, ...] = get_args(Truncation)
+#: Range methods that bit truncation accepts (LSQ learns a step on the code grid itself).
+TRUNCATION_RANGES: tuple[str, ...] = ("minmax", "percentile", "qlr")
 
 
 class QuantConfigError(ValueError):
@@ -63,6 +67,11 @@ class QuantSpec:
         momentum: weight of the newest batch in running statistics (0 < m <= 1).
         percentile: upper percentile (50 < p <= 100) for ``range="percentile"``; the lower
             one is ``100 - p``.
+        truncation: INT2 bit truncation (SMP): ``"none"``; ``"bt"`` quantizes on an 8-bit grid
+            and snaps the 8-bit code to the 4 levels {0, 85, 170, 255}; ``"bt_star"`` shifts the
+            snap by the tensor's rounded skewness (see :mod:`model.quant.bit_truncation`).
+            Valid only with ``bits=2``, asymmetric codes, per-tensor or per-channel
+            granularity and a ``minmax``/``percentile``/``qlr`` range.
     """
 
     bits: int = FP32_BITS
@@ -71,6 +80,7 @@ class QuantSpec:
     range: RangeMethod = "lsq"
     momentum: float = 0.1
     percentile: float = 99.9
+    truncation: Truncation = "none"
 
     def __post_init__(self) -> None:
         object.__setattr__(self, "bits", check_bits(self.bits))
@@ -88,6 +98,34 @@ class QuantSpec:
             raise QuantConfigError(f"percentile must be in (50, 100], got {self.percentile!r}")
         if not isinstance(self.symmetric, bool):
             raise QuantConfigError(f"symmetric must be true or false, got {self.symmetric!r}")
+        self._check_truncation()
+
+    def _check_truncation(self) -> None:
+        t = self.truncation
+        if t not in TRUNCATIONS:
+            raise QuantConfigError(
+                f"invalid truncation {t!r}; allowed: {', '.join(TRUNCATIONS)}"
+            )
+        if t == "none":
+            return
+        if self.bits != 2:
+            raise QuantConfigError(
+                f"truncation {t!r} needs bits=2 (it snaps an 8-bit grid to 4 levels), "
+                f"got bits={self.bits}"
+            )
+        if self.symmetric:
+            raise QuantConfigError(
+                f"truncation {t!r} needs asymmetric codes (symmetric=false), got symmetric=true"
+            )
+        if self.granularity not in ("tensor", "channel"):
+            raise QuantConfigError(
+                f"truncation {t!r} needs granularity 'tensor' or 'channel', "
+                f"got {self.granularity!r}"
+            )
+        if self.range not in TRUNCATION_RANGES:
+            raise QuantConfigError(
+                f"truncation {t!r} needs range {', '.join(TRUNCATION_RANGES)}, got {self.range!r}"
+            )
 
     @property
     def enabled(self) -> bool:
@@ -109,7 +147,16 @@ class QuantSpec:
         return replace(self, **changes)
 
     def to_dict(self) -> dict[str, Any]:
-        return asdict(self)
+        """Fields as a dict; ``truncation`` is left out when it is ``"none"``."""
+        d = asdict(self)
+        if d["truncation"] == "none":
+            del d["truncation"]
+        return d
+
+    @property
+    def truncated(self) -> bool:
+        """True when this spec uses INT2 bit truncation (BT or BT*)."""
+        return self.truncation != "none"
 
     @classmethod
     def from_dict(cls, d: dict[str, Any], where: str = "quant spec") -> QuantSpec:

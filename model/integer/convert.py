@@ -1,0 +1,431 @@
+"""Conversion of a trained quantized model into an integer-only model, bound to one graph.
+
+``to_integer(model, data)`` reads every quantizer's integer form and every real factor
+(scales, GCN's D^-1/2, SAGE's 1/deg, biases) once and turns them into integer multipliers and
+shifts. ``IntegerModel.forward()`` then runs on integer codes and int64 accumulators only;
+the only float step is quantizing the raw input features (the model's input boundary).
+
+Aggregation is done by :class:`~model.golden.stage.AggregationStage`, exactly as the hardware
+does it: a pure sum of unsigned message codes per destination node, the zero point and the
+per-node factor applied once per output (source-side D^-1/2 is folded into the message
+requantization, destination-side into the aggregation's multiplier).
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from typing import Any
+
+import numpy as np
+import scipy.sparse as sp
+import torch
+import torch.nn.functional as F
+from torch import Tensor
+
+from ..golden.stage import AggregationStage
+from ..nn.features import SparseFeatures, cached_model_input
+from ..nn.gcn_conv import QGCNConv
+from ..nn.gin_conv import QGINConv
+from ..nn.graph_ops import GraphOps, graph_ops
+from ..nn.linear import QLinear
+from ..nn.models import QConvStack, QDecoupled, QuantGNN
+from ..nn.propagation import QPropagation
+from ..nn.sage_conv import QSAGEConv
+from ..quant.quantizer import Quantizer
+from . import rules
+from .fixed import IntegerConversionError, QParams, Requant, int_matmul
+
+Trace = dict[str, tuple[np.ndarray, QParams]]
+
+
+def _qp(model: torch.nn.Module, q: Quantizer) -> QParams:
+    name = next((n for n, m in model.named_modules() if m is q), q.name)
+    return QParams.of(name, q)
+
+
+def _act_is_relu(act: Callable[[Tensor], Tensor] | None, where: str) -> bool:
+    if act is None:
+        return False
+    if act is F.relu or act is torch.relu:
+        return True
+    raise IntegerConversionError(f"{where}: activation {act!r} not supported (allowed: relu, none)")
+
+
+def _weight_codes(model: torch.nn.Module, q: Quantizer, w: Tensor) -> tuple[np.ndarray, QParams]:
+    qp = _qp(model, q)
+    codes = q.quantize_codes(w.detach()).cpu().numpy().astype(np.int64)
+    return codes, qp
+
+
+def _col(a: Tensor | np.ndarray) -> np.ndarray:
+    """A per-node vector as an ``[N, 1]`` float64 column."""
+    v = a.detach().cpu().numpy() if isinstance(a, Tensor) else np.asarray(a)
+    return v.astype(np.float64).reshape(-1, 1)
+
+
+@dataclass
+class AggregationSpec:
+    """One aggregation of a layer: CSR, message/aggregate quantizers, per-node factors."""
+
+    name: str
+    indptr: np.ndarray
+    indices: np.ndarray
+    message: QParams
+    aggregate: QParams
+    multiplier: np.ndarray
+    shift: np.ndarray
+    mult_bits: int
+
+    @classmethod
+    def build(
+        cls,
+        name: str,
+        indptr: Tensor,
+        indices: Tensor,
+        message: QParams,
+        aggregate: QParams,
+        dest_factor: np.ndarray,
+        mult_bits: int,
+    ) -> AggregationSpec:
+        for qp in (message, aggregate):
+            if not qp.per_tensor:
+                raise IntegerConversionError(f"{qp.name}: aggregation needs per-tensor quantizers")
+        if message.bits != aggregate.bits:
+            raise IntegerConversionError(
+                f"{name}: message ({message.bits} bits) and aggregate ({aggregate.bits} bits) "
+                "must have the same width for the aggregation datapath"
+            )
+        factor = message.scale * np.asarray(dest_factor, dtype=np.float64).reshape(-1) / aggregate.scale
+        m, s = rules.multiplier_shift(factor, mult_bits)
+        return cls(
+            name, indptr.cpu().numpy().astype(np.int64), indices.cpu().numpy().astype(np.int64),
+            message, aggregate, m, s, mult_bits,
+        )
+
+    def stage(self, message_codes: np.ndarray, word_width: int = 64) -> AggregationStage:
+        """The hardware stage for these message codes (signed codes become offset binary)."""
+        off_in = -self.message.qmin  # 0 for unsigned codes, 2**(b-1) for signed
+        off_out = -self.aggregate.qmin
+        return AggregationStage(
+            name=self.name, indptr=self.indptr, indices=self.indices,
+            codes=message_codes + off_in, bits=self.message.bits, out_bits=self.aggregate.bits,
+            zero_point_in=int(self.message.zero) + off_in,
+            zero_point_out=int(self.aggregate.zero) + off_out,
+            multiplier=self.multiplier, shift=self.shift, mult_bits=self.mult_bits,
+            word_width=word_width,
+            meta={"message_scale": float(self.message.scale),
+                  "aggregate_scale": float(self.aggregate.scale)},
+        )
+
+    def run(self, message_codes: np.ndarray) -> tuple[np.ndarray, AggregationStage]:
+        st = self.stage(message_codes)
+        _, out = st.compute()
+        return out - (-self.aggregate.qmin), st
+
+
+class IntLayer:
+    """Base: an integer layer records its intermediate codes for traces and exports."""
+
+    def __init__(self) -> None:
+        self.trace: Trace = {}
+        self.stages: list[AggregationStage] = []
+
+    def _rec(self, qp: QParams, codes: np.ndarray) -> np.ndarray:
+        self.trace[qp.name] = (codes, qp)
+        return codes
+
+
+class InputRequant:
+    """Codes entering a layer's input quantizer: from raw features (float boundary) or from
+    the previous layer's codes (integer requantization)."""
+
+    def __init__(self, target: QParams, prev: QParams | None) -> None:
+        self.target = target
+        self.prev = prev
+        self.rq = None if prev is None else Requant.build([prev.scale / target.scale], target)
+
+    def __call__(self, x: np.ndarray | SparseFeatures | Tensor) -> np.ndarray | sp.csr_matrix:
+        """Centred input codes (``codes - zero``); sparse for sparse raw features."""
+        t = self.target
+        if self.prev is None:
+            if isinstance(x, SparseFeatures):
+                crow = x.pattern.crow.cpu().numpy()
+                col = x.pattern.col.cpu().numpy()
+                vals = _quantize_real(x.values.detach().cpu().numpy(), t)
+                return sp.csr_matrix((vals - int(t.zero), col, crow), shape=x.shape)
+            arr = x.detach().cpu().numpy() if isinstance(x, Tensor) else np.asarray(x)
+            return _quantize_real(arr, t) - t.zero
+        assert self.rq is not None and self.prev is not None
+        return self.rq(self.prev.centred(np.asarray(x))) - t.zero
+
+
+def _quantize_real(x: np.ndarray, qp: QParams) -> np.ndarray:
+    """The float boundary: raw features to codes, with the fake quantizer's rule."""
+    xf = np.asarray(x, dtype=np.float32)
+    inv = (np.float32(1.0) / qp.scale.astype(np.float32)).astype(np.float32)
+    return np.clip(np.rint(xf * inv).astype(np.int64) + qp.zero, qp.qmin, qp.qmax)
+
+
+def _densify_centred(x: np.ndarray | sp.csr_matrix) -> np.ndarray:
+    return np.asarray(x.todense(), dtype=np.int64) if sp.issparse(x) else np.asarray(x, dtype=np.int64)
+
+
+class IntGCN(IntLayer):
+    def __init__(self, model: QuantGNN, conv: QGCNConv, g: GraphOps, prev: QParams | None,
+                 mult_bits: int, name: str) -> None:
+        super().__init__()
+        q = conv.q
+        self.inp = InputRequant(_qp(model, q.input), prev)
+        self.w, self.wq = _weight_codes(model, q.weight, conv.lin.weight)
+        self.out = _qp(model, q.output)
+        self.msg = _qp(model, q.message)
+        self.agg_q = _qp(model, q.aggregate)
+        self.upd = _qp(model, q.update)
+        s_in = self.inp.target.scale
+        self.rq_out = Requant.build([s_in * self.wq.scale / self.out.scale], self.out)
+        self.rq_msg = Requant.build([self.out.scale * _col(g.dinv_sqrt) / self.msg.scale], self.msg)
+        self.agg = AggregationSpec.build(f"{name}.aggregate", g.indptr, g.indices, self.msg,
+                                         self.agg_q, _col(g.dinv_sqrt), mult_bits)
+        bias = None if conv.bias is None else conv.bias.detach().cpu().numpy().astype(np.float64)
+        self.rq_upd = Requant.build([self.agg_q.scale / self.upd.scale], self.upd, bias=bias,
+                                    relu=_act_is_relu(conv.act, name))
+
+    def forward(self, x: Any) -> np.ndarray:
+        self.stages = []
+        xc = self.inp(x)
+        self._rec(self.inp.target, (xc if not sp.issparse(xc) else xc.toarray()) + self.inp.target.zero)
+        self._rec(self.wq, self.w)
+        o = self._rec(self.out, self.rq_out(int_matmul(xc, self.w)))
+        m = self._rec(self.msg, self.rq_msg(self.out.centred(o)))
+        a, st = self.agg.run(m)
+        self.stages.append(st)
+        self._rec(self.agg_q, a)
+        return self._rec(self.upd, self.rq_upd(self.agg_q.centred(a)))
+
+
+class IntGIN(IntLayer):
+    def __init__(self, model: QuantGNN, conv: QGINConv, g: GraphOps, prev: QParams | None,
+                 mult_bits: int, name: str) -> None:
+        super().__init__()
+        q, q2 = conv.q, conv.q2
+        self.inp = InputRequant(_qp(model, q.input), prev)
+        self.msg = _qp(model, q.message)
+        self.agg_q = _qp(model, q.aggregate)
+        self.out = _qp(model, q.output)
+        self.in2 = _qp(model, q2.input)
+        self.out2 = _qp(model, q2.output)
+        self.upd = _qp(model, q.update)
+        self.w1, self.wq1 = _weight_codes(model, q.weight, conv.lin1.weight)
+        self.w2, self.wq2 = _weight_codes(model, q2.weight, conv.lin2.weight)
+        s_in = self.inp.target.scale
+        self.rq_msg = Requant.build([s_in / self.msg.scale], self.msg)
+        ones = np.ones(g.num_nodes)
+        self.agg = AggregationSpec.build(f"{name}.aggregate", g.indptr, g.indices, self.msg,
+                                         self.agg_q, ones, mult_bits)
+        b1 = conv.lin1.bias.detach().cpu().numpy().astype(np.float64)
+        b2 = conv.lin2.bias.detach().cpu().numpy().astype(np.float64)
+        self.rq_out = Requant.build([self.agg_q.scale * self.wq1.scale / self.out.scale], self.out, bias=b1)
+        self.rq_in2 = Requant.build([self.out.scale / self.in2.scale], self.in2, relu=True)
+        self.rq_out2 = Requant.build([self.in2.scale * self.wq2.scale / self.out2.scale], self.out2)
+        self.rq_upd = Requant.build([self.out2.scale / self.upd.scale], self.upd, bias=b2,
+                                    relu=_act_is_relu(conv.act, name))
+
+    def forward(self, x: Any) -> np.ndarray:
+        self.stages = []
+        xc = _densify_centred(self.inp(x))
+        self._rec(self.inp.target, xc + self.inp.target.zero)
+        m = self._rec(self.msg, self.rq_msg(xc))
+        a, st = self.agg.run(m)
+        self.stages.append(st)
+        self._rec(self.agg_q, a)
+        self._rec(self.wq1, self.w1)
+        h = self._rec(self.out, self.rq_out(int_matmul(self.agg_q.centred(a), self.w1)))
+        x2 = self._rec(self.in2, self.rq_in2(self.out.centred(h)))
+        self._rec(self.wq2, self.w2)
+        o = self._rec(self.out2, self.rq_out2(int_matmul(self.in2.centred(x2), self.w2)))
+        return self._rec(self.upd, self.rq_upd(self.out2.centred(o)))
+
+
+class IntSAGE(IntLayer):
+    def __init__(self, model: QuantGNN, conv: QSAGEConv, g: GraphOps, prev: QParams | None,
+                 mult_bits: int, name: str) -> None:
+        super().__init__()
+        q = conv.q
+        self.inp = InputRequant(_qp(model, q.input), prev)
+        self.msg = _qp(model, q.message)
+        self.agg_q = _qp(model, q.aggregate)
+        self.out = _qp(model, q.output)
+        self.upd = _qp(model, q.update)
+        self.wl, self.wql = _weight_codes(model, q.weight, conv.lin_l.weight)
+        self.wr, self.wqr = _weight_codes(model, conv.q_root_weight, conv.lin_r.weight)
+        s_in = self.inp.target.scale
+        self.rq_msg = Requant.build([s_in / self.msg.scale], self.msg)
+        pat = g.pattern_noloop
+        self.agg = AggregationSpec.build(f"{name}.aggregate", pat.crow, pat.col, self.msg,
+                                         self.agg_q, _col(g.inv_in_degree), mult_bits)
+        self.rq_out = Requant.build(
+            [self.agg_q.scale * self.wql.scale / self.out.scale, s_in * self.wqr.scale / self.out.scale],
+            self.out,
+        )
+        b = conv.lin_l.bias.detach().cpu().numpy().astype(np.float64)
+        self.rq_upd = Requant.build([self.out.scale / self.upd.scale], self.upd, bias=b,
+                                    relu=_act_is_relu(conv.act, name))
+
+    def forward(self, x: Any) -> np.ndarray:
+        self.stages = []
+        xc = _densify_centred(self.inp(x))
+        self._rec(self.inp.target, xc + self.inp.target.zero)
+        m = self._rec(self.msg, self.rq_msg(xc))
+        a, st = self.agg.run(m)
+        self.stages.append(st)
+        self._rec(self.agg_q, a)
+        self._rec(self.wql, self.wl)
+        self._rec(self.wqr, self.wr)
+        acc_l = int_matmul(self.agg_q.centred(a), self.wl)
+        acc_r = int_matmul(xc, self.wr)
+        h = self._rec(self.out, self.rq_out(acc_l, acc_r))
+        return self._rec(self.upd, self.rq_upd(self.out.centred(h)))
+
+
+class IntLinear(IntLayer):
+    def __init__(self, model: QuantGNN, lin: QLinear, prev: QParams | None, name: str) -> None:
+        super().__init__()
+        q = lin.q
+        self.inp = InputRequant(_qp(model, q.input), prev)
+        self.w, self.wq = _weight_codes(model, q.weight, lin.lin.weight)
+        self.out = _qp(model, q.output)
+        self.upd = _qp(model, q.update)
+        self.rq_out = Requant.build([self.inp.target.scale * self.wq.scale / self.out.scale], self.out)
+        b = lin.lin.bias.detach().cpu().numpy().astype(np.float64)
+        self.rq_upd = Requant.build([self.out.scale / self.upd.scale], self.upd, bias=b,
+                                    relu=_act_is_relu(lin.act, name))
+
+    def forward(self, x: Any) -> np.ndarray:
+        xc = self.inp(x)
+        self._rec(self.inp.target, (xc if not sp.issparse(xc) else xc.toarray()) + self.inp.target.zero)
+        self._rec(self.wq, self.w)
+        o = self._rec(self.out, self.rq_out(int_matmul(xc, self.w)))
+        return self._rec(self.upd, self.rq_upd(self.out.centred(o)))
+
+
+class IntPropagation(IntLayer):
+    def __init__(self, model: QuantGNN, prop: QPropagation, g: GraphOps, prev: QParams,
+                 teleport: QParams, mult_bits: int, name: str) -> None:
+        super().__init__()
+        q = prop.q
+        self.prev = prev
+        self.teleport = teleport
+        self.msg = _qp(model, q.message)
+        self.agg_q = _qp(model, q.aggregate)
+        self.upd = _qp(model, q.update)
+        self.rq_msg = Requant.build([prev.scale * _col(g.dinv_sqrt) / self.msg.scale], self.msg)
+        self.agg = AggregationSpec.build(f"{name}.aggregate", g.indptr, g.indices, self.msg,
+                                         self.agg_q, _col(g.dinv_sqrt), mult_bits)
+        a = prop.alpha
+        self.rq_upd = Requant.build(
+            [(1.0 - a) * self.agg_q.scale / self.upd.scale, a * teleport.scale / self.upd.scale],
+            self.upd,
+        )
+
+    def forward(self, z: np.ndarray, h: np.ndarray) -> np.ndarray:  # type: ignore[override]
+        self.stages = []
+        m = self._rec(self.msg, self.rq_msg(self.prev.centred(z)))
+        a, st = self.agg.run(m)
+        self.stages.append(st)
+        self._rec(self.agg_q, a)
+        return self._rec(self.upd, self.rq_upd(self.agg_q.centred(a), self.teleport.centred(h)))
+
+
+@dataclass
+class IntegerModel:
+    """An integer-only model bound to one graph. See the module docstring."""
+
+    kind: str
+    layers: list[IntLayer]
+    output: QParams
+    mult_bits: int
+    num_mlp: int = 0
+    trace: Trace = field(default_factory=dict)
+
+    def forward(self, x: Tensor | SparseFeatures) -> np.ndarray:
+        """Output codes ``[N, C]`` (int64) of the last layer's update quantizer."""
+        self.trace = {}
+        if self.kind == "decoupled":
+            h: Any = x
+            for lay in self.layers[: self.num_mlp]:
+                h = lay.forward(h)
+                self.trace.update(lay.trace)
+            z = h
+            for lay in self.layers[self.num_mlp:]:
+                assert isinstance(lay, IntPropagation)
+                z = lay.forward(z, h)
+                self.trace.update(lay.trace)
+            return np.asarray(z)
+        out: Any = x
+        for lay in self.layers:
+            out = lay.forward(out)
+            self.trace.update(lay.trace)
+        return np.asarray(out)
+
+    def predict(self, x: Tensor | SparseFeatures) -> np.ndarray:
+        """Class predictions ``[N]``: argmax of the output codes (per-tensor scale, so the
+        order of codes is the order of real values)."""
+        codes = self.forward(x)
+        if not self.output.per_tensor:
+            return np.argmax(self.output.dequantize(codes), axis=1)
+        return np.argmax(codes, axis=1)
+
+    def stages(self) -> list[AggregationStage]:
+        """Aggregation stages of the last forward pass, in order."""
+        return [st for lay in self.layers for st in lay.stages]
+
+
+@torch.no_grad()
+def to_integer(model: QuantGNN, data: Any, mult_bits: int = rules.DEFAULT_MULT_BITS) -> IntegerModel:
+    """Convert a trained (calibrated) quantized model into an :class:`IntegerModel` for ``data``.
+
+    ``mult_bits`` is the width of the aggregation datapath's per-node multipliers.
+    Raises :class:`IntegerConversionError` for FP32 roles, per-node quantizers, activations
+    other than ReLU, or model types without an integer form.
+    """
+    model.eval()
+    g = graph_ops(data)
+    layers: list[IntLayer] = []
+    prev: QParams | None = None
+    if isinstance(model, QConvStack):
+        kinds = {QGCNConv: (IntGCN, "gcn"), QGINConv: (IntGIN, "gin"), QSAGEConv: (IntSAGE, "sage")}
+        kind = ""
+        for i, conv in enumerate(model.convs):
+            entry = kinds.get(type(conv))
+            if entry is None:
+                raise IntegerConversionError(f"layer {i}: {type(conv).__name__} has no integer form")
+            cls, kind = entry
+            lay = cls(model, conv, g, prev, mult_bits, f"layer{i}")
+            layers.append(lay)
+            prev = lay.upd
+        assert prev is not None
+        return IntegerModel(kind, layers, prev, mult_bits)
+    if isinstance(model, QDecoupled):
+        for i, lin in enumerate(model.mlp):
+            lay = IntLinear(model, lin, prev, f"layer{i}")
+            layers.append(lay)
+            prev = lay.upd
+        assert prev is not None
+        teleport = prev
+        for k, prop in enumerate(model.props):
+            if type(prop) is not QPropagation:
+                raise IntegerConversionError(f"propagation step {k}: {type(prop).__name__} has no integer form")
+            lay = IntPropagation(model, prop, g, prev, teleport, mult_bits, f"layer{len(model.mlp) + k}")
+            layers.append(lay)
+            prev = lay.upd
+        return IntegerModel("decoupled", layers, prev, mult_bits, num_mlp=len(model.mlp))
+    raise IntegerConversionError(f"{type(model).__name__} has no integer form")
+
+
+def model_input(data: Any) -> Tensor | SparseFeatures:
+    """The raw model input of ``data`` as the float model sees it (sparse when sparse)."""
+    return cached_model_input(data)
+
+
+__all__ = ["IntegerConversionError", "IntegerModel", "model_input", "to_integer"]
