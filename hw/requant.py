@@ -81,20 +81,18 @@ class Requantizer(wiring.Component):
         p2 = Signal(data.ArrayLayout(signed(pw), lanes))
         s2 = Signal(SHIFT_BITS)
 
+        # Data registers load only with a valid word (fewer toggles: faster RTL simulation,
+        # less switching power); the valid bits move on every enabled cycle.
         with m.If(en):
-            m.d.sync += [
-                v1.eq(self.i.valid),
-                m1.eq(self.i.payload.multiplier),
-                s1.eq(self.i.payload.shift),
-                v2.eq(v1),
-                s2.eq(s1),
-                self.o.valid.eq(v2),
-            ]
+            m.d.sync += [v1.eq(self.i.valid), v2.eq(v1), self.o.valid.eq(v2)]
+        with m.If(en & self.i.valid):
+            m.d.sync += [m1.eq(self.i.payload.multiplier), s1.eq(self.i.payload.shift)]
             for lane in range(lanes):
-                m.d.sync += [
-                    c1[lane].eq(self.i.payload.acc[lane] - self.i.payload.nz),
-                    p2[lane].eq(c1[lane] * m1),
-                ]
+                m.d.sync += c1[lane].eq(self.i.payload.acc[lane] - self.i.payload.nz)
+        with m.If(en & v1):
+            m.d.sync += s2.eq(s1)
+            for lane in range(lanes):
+                m.d.sync += p2[lane].eq(c1[lane] * m1)
 
         # stage 3: round-half-up shift, add z_out, saturate
         big = Signal()
@@ -111,7 +109,7 @@ class Requantizer(wiring.Component):
                 r.eq(Mux(big, 0, (t + 1) >> 1)),
                 y.eq(r + self.z_out),
             ]
-            with m.If(en):
+            with m.If(en & v2):
                 with m.If(y < 0):
                     m.d.sync += self.o.payload[lane].eq(0)
                 with m.Elif(y > qmax):

@@ -32,14 +32,6 @@ __all__ = [
     "train_accuracy",
 ]
 
-#: Keys of :meth:`sim.SimReport.to_dict` the sweeps use (the report may hold more).
-SIM_KEYS: tuple[str, ...] = (
-    "cycles", "energy_pj", "fp32_cycles", "fp32_energy_pj", "speedup_vs_fp32",
-    "energy_ratio_vs_fp32", "roofline_cycles", "dram_bytes", "utilization",
-    "energy_breakdown", "area_mm2",
-)
-
-
 # ----------------------------------------------------------------------------- availability
 
 
@@ -72,22 +64,20 @@ def limit_threads(threads: int = 1) -> None:
 
 # ----------------------------------------------------------------------------- architecture
 
-
-def _sim_default_config_path() -> Path | None:
-    spec = importlib.util.find_spec("sim")
-    if spec is None or not spec.submodule_search_locations:
-        return None
-    for loc in spec.submodule_search_locations:
-        p = Path(loc) / "configs" / "default.toml"
-        if p.is_file():
-            return p
-    return None
+#: Short names accepted in ``arch.*`` sweep parameters, and the simulator keys they stand for.
+ARCH_ALIASES: dict[str, str] = {
+    "pes": "aggregation.pes",
+    "word_width": "aggregation.word_width",
+    "dram": "dram.preset",
+}
+#: ``arch.file``: an arch TOML path or a preset name in ``sim/configs`` used as the base chip.
+ARCH_FILE_KEY = "file"
 
 
 def _flatten(d: Mapping[str, Any], prefix: str = "") -> dict[str, Any]:
     out: dict[str, Any] = {}
     for k, v in d.items():
-        if isinstance(v, Mapping):
+        if isinstance(v, Mapping) and v:
             out.update(_flatten(v, f"{prefix}{k}."))
         else:
             out[f"{prefix}{k}"] = v
@@ -95,52 +85,57 @@ def _flatten(d: Mapping[str, Any], prefix: str = "") -> dict[str, Any]:
 
 
 def arch_defaults() -> dict[str, Any] | None:
-    """Architecture parameters the simulator accepts, as dotted keys with default values.
+    """Architecture parameters the simulator accepts, as dotted keys with their default values
+    (``aggregation.pes``, ``buffers.feature.size_kib``, ``dram.preset``, ...), plus the short
+    aliases of :data:`ARCH_ALIASES` and ``file``. ``None`` when the simulator is missing."""
+    if not _has("sim.config", "load_arch"):
+        return None
+    from sim.config import load_arch
 
-    Read from ``sim/configs/default.toml``; ``None`` when the simulator is not installed.
-    """
-    if not sim_available():
-        return None
-    path = _sim_default_config_path()
-    if path is None:
-        return None
-    with path.open("rb") as fh:
-        return _flatten(tomllib.load(fh))
+    flat = _flatten(load_arch(None).to_dict())
+    for alias, key in ARCH_ALIASES.items():
+        flat[alias] = flat.get(key)
+    flat[ARCH_FILE_KEY] = "default"
+    return flat
+
+
+def canonical_arch(overrides: Mapping[str, Any]) -> dict[str, Any]:
+    """Dotted overrides with aliases replaced by the simulator's keys (``pes`` ->
+    ``aggregation.pes``). Raises ``ValueError`` when an alias and its key are both set."""
+    out: dict[str, Any] = {}
+    for k, v in _flatten(overrides).items():
+        key = ARCH_ALIASES.get(k, k)
+        if key in out:
+            raise ValueError(f"{k}: also given as {key}; set it once")
+        out[key] = v
+    return out
 
 
 def build_arch(overrides: Mapping[str, Any]) -> Any:
-    """The simulator's architecture configuration: its defaults with ``overrides`` applied.
+    """The simulator's :class:`sim.config.ArchConfig`: the default chip (or ``file``) with the
+    dotted ``overrides`` applied and validated. ``None`` when there is nothing to override.
 
-    ``overrides`` is a nested table (``{"pes": 8, "dram": {"preset": "ddr4"}}``). Returns
-    ``None`` for no overrides (the simulator then uses its defaults).
+    Raises:
+        ValueError: (``sim.config.ArchConfigError``) a bad key or value, naming it.
     """
-    if not overrides:
+    flat = canonical_arch(overrides)
+    if not flat:
         return None
-    import sim
+    from sim.config import load_arch
 
-    path = _sim_default_config_path()
-    base: dict[str, Any] = {}
-    if path is not None:
-        with path.open("rb") as fh:
-            base = tomllib.load(fh)
-    merged = _merge(base, overrides)
-    arch_cls = getattr(sim, "ArchConfig", None)
-    for ctor in ("from_dict", "from_mapping"):
-        if arch_cls is not None and hasattr(arch_cls, ctor):
-            return getattr(arch_cls, ctor)(merged)
-    if arch_cls is not None:
-        return arch_cls(**merged)
-    raise RuntimeError("sim has no ArchConfig; cannot apply architecture parameters")
+    base = load_arch(flat.pop(ARCH_FILE_KEY, None))
+    return base.with_overrides(flat) if flat else base
 
 
-def _merge(base: Mapping[str, Any], over: Mapping[str, Any]) -> dict[str, Any]:
-    out = dict(base)
-    for k, v in over.items():
-        if isinstance(v, Mapping) and isinstance(out.get(k), Mapping):
-            out[k] = _merge(out[k], v)
-        else:
-            out[k] = v
-    return out
+def arch_fingerprint(overrides: Mapping[str, Any]) -> dict[str, Any] | None:
+    """The complete resolved architecture (``ArchConfig.to_dict()``) for hashing; ``None``
+    without overrides (the default chip, which the simulator's version pins)."""
+    arch = build_arch(overrides)
+    if arch is None:
+        return None
+    d = dict(arch.to_dict())
+    d.pop("source", None)
+    return d
 
 
 # ----------------------------------------------------------------------------- data + model
@@ -193,26 +188,43 @@ def train_accuracy(params: Mapping[str, Any], data_root: str | None = None) -> d
 
 
 def simulate(params: Mapping[str, Any], data_root: str | None = None) -> dict[str, Any]:
-    """Cycle-level simulation of one point (``sim.simulate``).
+    """Cycle-level simulation of one point (``sim.simulate``) as a JSON-shaped dict.
 
-    Returns the report as a dict with at least :data:`SIM_KEYS` (missing keys are ``NaN``):
-    cycles (clock cycles), energy_pj (picojoules), fp32_* (the same architecture running the
-    FP32 model), speedup_vs_fp32 and energy_ratio_vs_fp32 (ratios), roofline_cycles,
-    dram_bytes (bytes), utilization (fraction), energy_breakdown (component -> pJ) and area_mm2.
+    Keys used by the sweeps (see ``docs/sim.md`` for the rest): ``cycles`` (clock cycles),
+    ``time_us``, ``energy_pj`` (pJ), ``fp32_cycles`` and ``fp32_energy_pj`` (the same chip with
+    FP32 arithmetic), ``speedup_vs_fp32`` and ``energy_ratio_vs_fp32`` (FP32 / quantized),
+    ``roofline_cycles``, ``dram_bytes_total`` (bytes), ``dram_bytes`` (bytes per tensor),
+    ``utilization`` (fractions), ``energy_breakdown`` (pJ per part), ``area_mm2`` (mm^2).
+
+    An all-FP32 point is the FP32 counterpart chip: the simulator derives it alongside any
+    quantized run, so it runs at INT8 and reports the counterpart's figures (speedup and
+    energy ratio 1). ``sim_run`` says which (``"quantized"`` or ``"fp32-counterpart"``).
     """
     import sim
     from model.quant import PrecisionConfig
 
     p = params
+    precision = PrecisionConfig.from_dict(p["precision"])
+    fp32 = precision.label() == "fp32"
     report = sim.simulate(
-        p["dataset"], model=p["model"], bits=PrecisionConfig.from_dict(p["precision"]),
+        p["dataset"], model=p["model"], bits=PrecisionConfig.uniform(8) if fp32 else precision,
         arch=build_arch(p.get("arch") or {}), data_root=data_root, hidden=p["hidden"],
-        layers=p["layers"],
+        layers=p["layers"], split=int(p.get("split", 0)),
     )
-    d = dict(report.to_dict() if hasattr(report, "to_dict") else report)
-    for k in SIM_KEYS:
-        d.setdefault(k, math.nan)
-    return d
+    d = dict(report.to_dict())
+    if not fp32:
+        d["sim_run"] = "quantized"
+        return d
+    f = dict(d["fp32"])
+    out = {k: v for k, v in d.items() if k not in f and k != "fp32"}
+    out.update(f)
+    out.update(
+        bits="fp32", precision=precision.to_dict(), sim_run="fp32-counterpart",
+        cycles=d["fp32_cycles"], energy_pj=d["fp32_energy_pj"], speedup_vs_fp32=1.0,
+        energy_ratio_vs_fp32=1.0, memory_ceiling_vs_fp32=1.0,
+        area_mm2=f.get("area_mm2", math.nan), fp32_area_mm2=f.get("area_mm2", math.nan),
+    )
+    return out
 
 
 # ----------------------------------------------------------------------------- hw

@@ -56,9 +56,17 @@ POINT_FORMAT = "qgnn-sweep-point/1"
 ACCURACY_COLUMNS: tuple[str, ...] = (
     "test_acc_mean", "test_acc_std", "val_acc_mean", "val_acc_std", "train_wall_time_s",
 )
+#: Scalar simulator figures copied into the table.
 SIM_COLUMNS: tuple[str, ...] = (
-    "cycles", "energy_pj", "fp32_cycles", "fp32_energy_pj", "speedup_vs_fp32",
-    "energy_ratio_vs_fp32", "roofline_cycles", "dram_bytes", "utilization", "area_mm2",
+    "cycles", "time_us", "energy_pj", "fp32_cycles", "fp32_energy_pj", "speedup_vs_fp32",
+    "energy_ratio_vs_fp32", "memory_ceiling_vs_fp32", "roofline_cycles", "roofline_pct",
+    "dram_bytes_total", "area_mm2", "fp32_area_mm2",
+)
+#: Simulator tables flattened into ``<prefix><key>`` columns.
+SIM_TABLES: tuple[tuple[str, str, str], ...] = (
+    ("utilization", "utilization.", ""),
+    ("dram_bytes", "dram_bytes.", ""),
+    ("energy_breakdown", "energy.", "_pj"),
 )
 
 
@@ -167,14 +175,15 @@ def point_row(rec: Mapping[str, Any], index: int | None = None) -> dict[str, Any
     row["accuracy_from_cache"] = bool(rec.get("accuracy_from_cache", False))
     sim = rec.get("sim") or {}
     for k in SIM_COLUMNS:
-        v = sim.get(k)
-        if isinstance(v, Mapping):  # e.g. per-unit utilization
-            for kk, vv in flatten(v).items():
-                row[f"{k}.{kk}"] = _num(vv)
-        else:
-            row[k] = _num(v)
-    for part, v in flatten(sim.get("energy_breakdown") or {}).items():
-        row[f"energy.{part}_pj"] = _num(v)
+        row[k] = _num(sim.get(k))
+    if "fp32_area_mm2" not in sim and isinstance(sim.get("fp32"), Mapping):
+        row["fp32_area_mm2"] = _num(sim["fp32"].get("area_mm2"))
+    for key, prefix, suffix in SIM_TABLES:
+        table = sim.get(key)
+        if isinstance(table, Mapping):
+            for kk, vv in flatten(table).items():
+                row[f"{prefix}{kk}{suffix}"] = _num(vv)
+    row["sim_run"] = sim.get("sim_run", "")
     row["qgnn_version"] = rec.get("qgnn_version", "unknown")
     row["git_sha"] = rec.get("git_sha", "unknown")
     row["wall_time_s"] = _num(rec.get("wall_time_s"))
@@ -215,8 +224,9 @@ def results_frame(rows: Sequence[Mapping[str, Any]]) -> Any:
     prec = sorted(c for c in df.columns if c.startswith("precision."))
     arch = sorted(c for c in df.columns if c.startswith("arch."))
     acc = [c for c in (*ACCURACY_COLUMNS, "accuracy_from_cache") if c in df.columns]
-    sim = [c for c in df.columns if c.split(".")[0] in SIM_COLUMNS]
-    energy = sorted(c for c in df.columns if c.startswith("energy."))
+    sim = [c for c in SIM_COLUMNS if c in df.columns]
+    tables = [c for _, prefix, _ in SIM_TABLES for c in df.columns if c.startswith(prefix)]
+    energy = ["sim_run", *tables]
     tail = ["pareto_energy", "pareto_latency", "model_hash", "qgnn_version", "git_sha",
             "wall_time_s", "run_id", "finished_at"]
     order = [c for c in [*first, *prec, *arch, *acc, *sim, *energy, *tail] if c in df.columns]

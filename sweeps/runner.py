@@ -346,6 +346,10 @@ def run_sweep(
     with _out_lock(out_dir):
         events = _Events(out_dir / "events.jsonl", run_id)
         try:
+            # Temporary files of atomic writes interrupted by a crash are garbage.
+            for d in (out_dir, out_dir / "points", out_dir / "cache" / "accuracy"):
+                for tmp in d.glob(".*.tmp"):
+                    tmp.unlink(missing_ok=True)
             write_json_atomic(out_dir / "spec.json", {
                 "name": spec.name, "description": spec.description,
                 "source": str(spec.source) if spec.source else None, "raw": _jsonable(spec.raw),

