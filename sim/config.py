@@ -481,7 +481,7 @@ def _parse(raw: Mapping[str, Any], where: str) -> ArchConfig:
         word_width=ww,
         bits=abits,
         mult_bits=_int(a, "mult_bits", 16, where, "aggregation", lo=1, hi=32),
-        sram_latency=_int(a, "sram_latency", 1, where, "aggregation", lo=0, hi=64),
+        sram_latency=_int(a, "sram_latency", 1, where, "aggregation", lo=1, hi=64),
         index_bits=_int(a, "index_bits", 32, where, "aggregation", lo=8, hi=64),
         pointer_bits=_int(a, "pointer_bits", 32, where, "aggregation", lo=8, hi=64),
     )

@@ -36,7 +36,7 @@ from model.integer import rules
 
 from .config import FP32_BITS, ArchConfig
 from .energy import EnergyTable
-from .timing import T_fill, pe_loads, pipeline
+from .timing import T_fill, pe_finish, pe_kinds, pe_loads, pipeline
 from .workload import AggPhase, GemmPhase, Graph
 
 __all__ = ["PhaseResult", "SimulationError", "simulate_agg", "simulate_gemm"]
@@ -182,11 +182,19 @@ def simulate_agg(ph: AggPhase, g: Graph, arch: ArchConfig, et: EnergyTable, *,
 
     key = ("loads", ph.self_loops, P)
     if key not in g._cache:
-        g._cache[key] = pe_loads(n, 1, P)
-    loads = g._cache[key]
-    l_max = float(loads.max(initial=0))
+        g._cache[key] = (pe_loads(n, 1, P), *pe_kinds(n, P))
+    loads, has_rows, has_terms = g._cache[key]
     l_mean = float(loads.sum()) / P
     tfill = float(T_fill(a.sram_latency))
+
+    def finish(words: float) -> float:
+        """Busiest element's finish time (the contract) for ``words`` words per row."""
+        if float(words).is_integer():
+            return float(pe_finish(loads, has_rows, has_terms, int(words), a.sram_latency).max())
+        return tfill + words * float(loads.max(initial=0))
+
+    def balanced_of(words: float, busy: float) -> float:
+        return min(busy, tfill + words * l_mean)
 
     idx_b = a.index_bits / 8
     ptr_b = a.pointer_bits / 8
@@ -217,7 +225,8 @@ def simulate_agg(ph: AggPhase, g: Graph, arch: ArchConfig, et: EnergyTable, *,
         d = base_bytes(1, max(W - 1, 0))
         d["features"] = 0.0 if resident else feat_bytes
         stream = d["indices"] + pointers + params + out_bytes + side_bytes
-        plans.append(_Plan("whole", np.array([tfill + W * l_max]), np.array([tfill + W * l_mean]),
+        busy = finish(W)
+        plans.append(_Plan("whole", np.array([busy]), np.array([balanced_of(W, busy)]),
                            np.array([d["features"]]), np.array([stream]), d, 0.0))
     elif tiling == "whole":
         raise SimulationError(f"{ph.name}: {feat_bytes:.0f} B of source rows do not fit the "
@@ -234,7 +243,9 @@ def simulate_agg(ph: AggPhase, g: Graph, arch: ArchConfig, et: EnergyTable, *,
             d["features"] = feat_bytes
             stream = (idx_bytes + pointers + params / nt + (out_bytes + side_bytes) * wk / W
                       + big_terms * idx_b * (wk - 1))
-            plans.append(_Plan(f"column x{nt}", tfill + wk * l_max, tfill + wk * l_mean,
+            busy_k = np.array([finish(w_) for w_ in wk])
+            bal_k = np.array([balanced_of(w_, b_) for w_, b_ in zip(wk, busy_k, strict=True)])
+            plans.append(_Plan(f"column x{nt}", busy_k, bal_k,
                                N * wk * wb, stream, d, refetch=d["indices"] + d["row_pointers"]
                                - idx_bytes - pointers - big_terms * idx_b * max(W - 1, 0)))
         # -- source tiling
@@ -250,8 +261,9 @@ def simulate_agg(ph: AggPhase, g: Graph, arch: ArchConfig, et: EnergyTable, *,
             d = base_bytes(1, max(W - 1, 0))
             d["features"] = float(E * per_term)
             stream = sum(d.values())
-            plans.append(_Plan("gather", np.array([tfill + W * l_max]),
-                               np.array([tfill + W * l_mean]), np.array([0.0]),
+            busy = finish(W)
+            plans.append(_Plan("gather", np.array([busy]),
+                               np.array([balanced_of(W, busy)]), np.array([0.0]),
                                np.array([stream]), d,
                                refetch=max(0.0, E * per_term - feat_bytes)))
     if not plans:
@@ -302,7 +314,7 @@ def simulate_agg(ph: AggPhase, g: Graph, arch: ArchConfig, et: EnergyTable, *,
         ops=float(E) * F, peak_ops_per_cycle=float(P * lanes),
         info={"features": F, "words_per_row": W, "out_words_per_row": W_out, "lanes": lanes,
               "terms": E, "max_terms": max_terms, "pes": P,
-              "contract_cycles": int(tfill + W * l_max),
+              "contract_cycles": int(finish(W)),
               "lane_utilization": (float(E) * F) / (float(E) * W * lanes) if E else 0.0,
               "input": input_src, "output": output_dst},
     )
@@ -479,6 +491,24 @@ def simulate_gemm(ph: GemmPhase, arch: ArchConfig, et: EnergyTable, *,
             plans.append(_Plan(f"k-tiled x{n_k}", cyc, cyc, pre, stream, d,
                                refetch=spill + psum,
                                extra={"psum_onchip": float(n_k > 1 and psum == 0.0)}))
+            # Row-blocked: blocks of rows whose partial sums fit the accumulator buffer run
+            # through every weight slice; weights are re-read per block, partial sums stay.
+            nb_rows = (arch.buffers["accumulator"].bytes // ceil_div(M * acc_bits, 8)
+                       // c.rows * c.rows)
+            if n_k > 1 and nb_rows >= c.rows and psum > 0:
+                n_b = ceil_div(N, nb_rows)
+                rows_b = np.full(n_b, nb_rows, dtype=np.int64)
+                rows_b[-1] = N - nb_rows * (n_b - 1)
+                cyc_b = np.array([[_tiles_cycles(arch, int(r_), k_, M, rate)[0] + fill
+                                   for k_ in kj] for r_ in rows_b]).ravel()
+                pre_b = np.tile(pre, n_b)
+                rfrac = np.repeat(rows_b / N, n_k) * np.tile(frac, n_b)
+                last = np.tile(np.r_[np.zeros(n_k - 1), 1.0], n_b) * np.repeat(rows_b / N, n_k)
+                stream_b = (x_read + spill + root_bytes) * rfrac + out_bytes * last
+                d = bytes_dict(x_read, spill, float(pre_b.sum()), 0.0)
+                plans.append(_Plan(f"row-blocked {n_b}x{n_k}", cyc_b, cyc_b, pre_b, stream_b,
+                                   d, refetch=spill + float(pre_b.sum()) - w_bytes,
+                                   extra={"psum_onchip": 1.0}))
     if not plans:
         raise SimulationError(
             f"{ph.name}: the {full_w} B weight buffer cannot hold one weight row or column "
@@ -504,12 +534,14 @@ def simulate_gemm(ph: GemmPhase, arch: ArchConfig, et: EnergyTable, *,
         en["sram.feature"] = _sram(et, arch, "feature", root_bits_read / 64, 64)
     en["sram.weight"] = (_sram(et, arch, "weight", float(K) * M * wbits * n_rt / 64, 64)
                          + _sram(et, arch, "weight", plan.dram["weights"] / 8, 64))
-    out_acc = float(N) * M * ob / 64
+    out_acc = float(N) * M * ob / 64 * (2 if output_dst == "dram" else 1)
     dst_buf = {"feature": "feature", "chain": "input"}.get(output_dst, "output")
     en[f"sram.{dst_buf}"] = en.get(f"sram.{dst_buf}", 0.0) + _sram(et, arch, dst_buf, out_acc, 64)
-    if npass > 1 and plan.mode.startswith("k-tiled") and plan.dram["partial_sums"] == 0.0:
+    if plan.extra.get("psum_onchip"):
+        n_k_eff = npass if plan.mode.startswith("k-tiled") else npass // ceil_div(N, max(
+            1, arch.buffers["accumulator"].bytes // ceil_div(M * acc_bits, 8) // c.rows * c.rows))
         en["sram.accumulator"] = _sram(et, arch, "accumulator",
-                                       2 * (npass - 1) * psum_bytes / 8, 64)
+                                       2 * max(n_k_eff - 1, 0) * psum_bytes / 8, 64)
     values = float(N) * M
     rq_first = et.requant(acc_bits, REQUANT_MULT_BITS, fp32)
     rq_more = et.requant(ob + FRAC_BITS, REQUANT_MULT_BITS, fp32)

@@ -1,13 +1,17 @@
 """Timing primitives: the aggregation engine's timing contract and the DRAM/compute pipeline.
 
-The contract (docs/aggregation-engine.md): with memories that answer after a fixed latency
-``L`` and never stall, the engine takes ::
+The contract (docs/aggregation-engine.md, ``hw/timing.py``): with memories that answer after a
+fixed latency ``L`` and never stall, the engine takes ``max_p F_p`` cycles with
+``S_p = sum_{i mod P = p} W * max(n_i, 1)`` and ::
 
-    T_fill(L) + max_p  sum_{i mod P = p}  W * max(n_i, 1)
+    F_p = T_fill(L) + S_p    if element p has a row with a term
+          T_deg0(L) + S_p    if all of element p's rows have no terms
+          T_IDLE             if element p has no rows
 
-cycles. ``T_fill`` belongs to the RTL and is defined in ``hw/timing.py``; this module uses that
-file whenever it is importable and otherwise a stand-in with the same signature (reported by
-:func:`timing_source`), so the simulator and the RTL share one definition.
+``hw/timing.py`` owns the constants (``t_fill``, ``t_deg0``, ``T_IDLE``); this module imports
+them whenever that file is importable and otherwise uses stand-ins with the same shape
+(:func:`timing_source` says which). The formula itself is evaluated here with numpy (no loop
+over rows), and the tests check it against ``hw.timing.aggregation_cycles``.
 """
 
 from __future__ import annotations
@@ -20,15 +24,18 @@ import numpy as np
 import numpy.typing as npt
 
 __all__ = [
+    "T_IDLE",
     "T_fill",
+    "T_deg0",
     "aggregation_cycles",
+    "pe_finish",
     "pe_loads",
     "pipeline",
     "timing_source",
 ]
 
-#: Stand-in pipeline fill and drain (cycles) used only while ``hw/timing.py`` does not exist.
-FALLBACK_FILL_BASE = 2
+#: Stand-ins used only while ``hw/timing.py`` cannot be imported.
+_FALLBACK_ROUND_TRIPS, _FALLBACK_STAGES, _FALLBACK_IDLE = 3, 10, 4
 
 
 def _hw_timing() -> ModuleType | None:
@@ -38,7 +45,8 @@ def _hw_timing() -> ModuleType | None:
         mod = importlib.import_module("hw.timing")
     except ImportError:
         return None
-    return mod if hasattr(mod, "T_fill") else None
+    ok = (hasattr(mod, "t_fill") or hasattr(mod, "T_fill")) and hasattr(mod, "aggregation_cycles")
+    return mod if ok else None
 
 
 def timing_source() -> str:
@@ -46,45 +54,84 @@ def timing_source() -> str:
     return "hw.timing" if _hw_timing() is not None else "sim.timing (fallback)"
 
 
+def _check_latency(latency: int) -> None:
+    if isinstance(latency, bool) or not isinstance(latency, int | np.integer) or latency < 1:
+        raise ValueError(f"latency must be an integer >= 1 (cycles), got {latency!r}")
+
+
 def T_fill(latency: int) -> int:  # noqa: N802 - the contract's name
-    """Pipeline fill and drain of the aggregation engine (cycles) for memory latency ``latency``
-    (cycles): ``hw.timing.T_fill`` when available, else ``latency + 2`` (stand-in)."""
+    """Fill and drain of an element whose rows have terms (cycles), ``hw.timing.t_fill``."""
+    _check_latency(latency)
     hw = _hw_timing()
     if hw is not None:
-        return int(hw.T_fill(latency))
-    if latency < 0:
-        raise ValueError(f"latency must be >= 0 cycles, got {latency}")
-    return int(latency) + FALLBACK_FILL_BASE
+        f = getattr(hw, "t_fill", None) or hw.T_fill
+        return int(f(int(latency)))
+    return _FALLBACK_ROUND_TRIPS * int(latency) + _FALLBACK_STAGES
+
+
+def T_deg0(latency: int) -> int:  # noqa: N802
+    """Fill and drain of an element whose rows all have no terms (cycles), ``hw.timing.t_deg0``."""
+    _check_latency(latency)
+    hw = _hw_timing()
+    if hw is not None and hasattr(hw, "t_deg0"):
+        return int(hw.t_deg0(int(latency)))
+    return int(latency) + _FALLBACK_STAGES
+
+
+def _t_idle() -> int:
+    hw = _hw_timing()
+    return int(getattr(hw, "T_IDLE", _FALLBACK_IDLE)) if hw is not None else _FALLBACK_IDLE
+
+
+T_IDLE = _t_idle()
+
+
+def _by_pe(values: np.ndarray, pes: int) -> np.ndarray:
+    pad = (-values.size) % pes
+    if pad:
+        values = np.concatenate([values, np.zeros(pad, dtype=values.dtype)])
+    return values.reshape(-1, pes)
 
 
 def pe_loads(row_lengths: npt.ArrayLike, words_per_row: int, pes: int) -> np.ndarray:
-    """Cycles of work per element: ``sum_{i mod P = p} W * max(n_i, 1)`` (int64 ``[P]``).
-
-    Exact integer arithmetic, vectorised (no loop over rows)."""
+    """``S_p = sum_{i mod P = p} W * max(n_i, 1)``: cycles of work per element (int64 ``[P]``)."""
     n = np.asarray(row_lengths, dtype=np.int64)
     if pes < 1:
         raise ValueError(f"pes must be >= 1, got {pes}")
     if words_per_row < 0:
         raise ValueError(f"words_per_row must be >= 0, got {words_per_row}")
-    m = np.maximum(n, 1)
-    pad = (-m.size) % pes
-    if pad:
-        m = np.concatenate([m, np.zeros(pad, dtype=np.int64)])
-    return m.reshape(-1, pes).sum(axis=0, dtype=np.int64) * np.int64(words_per_row)
+    return _by_pe(np.maximum(n, 1), pes).sum(axis=0, dtype=np.int64) * np.int64(words_per_row)
+
+
+def pe_kinds(row_lengths: npt.ArrayLike, pes: int) -> tuple[np.ndarray, np.ndarray]:
+    """``(has_rows, has_terms)`` per element (bool ``[P]``)."""
+    n = np.asarray(row_lengths, dtype=np.int64)
+    has_rows = np.arange(pes) < n.size
+    has_terms = _by_pe(n > 0, pes).any(axis=0) if n.size else np.zeros(pes, dtype=bool)
+    return has_rows, has_terms
+
+
+def pe_finish(loads: np.ndarray, has_rows: np.ndarray, has_terms: np.ndarray,
+              words_per_row: int, latency: int) -> np.ndarray:
+    """``F_p`` (cycles) from per-element loads at one word per row (``pe_loads(n, 1, P)``)."""
+    s = np.asarray(loads, dtype=np.int64) * np.int64(words_per_row)
+    return np.where(has_terms, T_fill(latency) + s,
+                    np.where(has_rows, T_deg0(latency) + s, T_IDLE)).astype(np.int64)
 
 
 def aggregation_cycles(row_lengths: npt.ArrayLike, words_per_row: int, pes: int,
                        latency: int) -> int:
-    """The timing contract: ``T_fill(L) + max_p sum_{i mod P = p} W * max(n_i, 1)`` (cycles).
-
-    Uses ``hw.timing.aggregation_cycles`` when it exists (so both sides run the same code);
-    otherwise the same formula here."""
-    hw = _hw_timing()
-    if hw is not None and hasattr(hw, "aggregation_cycles"):
-        return int(hw.aggregation_cycles(np.asarray(row_lengths, dtype=np.int64), words_per_row,
-                                         pes, latency))
-    loads = pe_loads(row_lengths, words_per_row, pes)
-    return T_fill(latency) + int(loads.max(initial=0))
+    """The timing contract ``max_p F_p`` (cycles), vectorised; equals
+    ``hw.timing.aggregation_cycles`` (checked by tests/sim)."""
+    _check_latency(latency)
+    if words_per_row < 1:
+        raise ValueError(f"words_per_row must be >= 1, got {words_per_row}")
+    n = np.asarray(row_lengths, dtype=np.int64)
+    if n.size and n.min() < 0:
+        raise ValueError("row lengths must be >= 0")
+    has_rows, has_terms = pe_kinds(n, pes)
+    f = pe_finish(pe_loads(n, 1, pes), has_rows, has_terms, words_per_row, latency)
+    return int(f.max(initial=T_IDLE))
 
 
 def pipeline(

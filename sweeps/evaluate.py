@@ -197,8 +197,9 @@ def simulate(params: Mapping[str, Any], data_root: str | None = None) -> dict[st
     ``utilization`` (fractions), ``energy_breakdown`` (pJ per part), ``area_mm2`` (mm^2).
 
     An all-FP32 point is the FP32 counterpart chip: the simulator derives it alongside any
-    quantized run, so it runs at INT8 and reports the counterpart's figures (speedup and
-    energy ratio 1). ``sim_run`` says which (``"quantized"`` or ``"fp32-counterpart"``).
+    quantized run, so it runs at the chip's widest integer mode and reports the counterpart's
+    figures (speedup and energy ratio 1). ``sim_run`` says which (``"quantized"`` or
+    ``"fp32-counterpart"``).
     """
     import sim
     from model.quant import PrecisionConfig
@@ -206,10 +207,14 @@ def simulate(params: Mapping[str, Any], data_root: str | None = None) -> dict[st
     p = params
     precision = PrecisionConfig.from_dict(p["precision"])
     fp32 = precision.label() == "fp32"
+    arch = build_arch(p.get("arch") or {})
+    if fp32:  # any integer mode the chip has; the FP32 counterpart does not depend on it
+        chip = arch if arch is not None else sim.load_arch(None)
+        modes = set(chip.aggregation.bits) & set(chip.combination.bits)
+        precision = PrecisionConfig.uniform(max(modes) if modes else 8)
     report = sim.simulate(
-        p["dataset"], model=p["model"], bits=PrecisionConfig.uniform(8) if fp32 else precision,
-        arch=build_arch(p.get("arch") or {}), data_root=data_root, hidden=p["hidden"],
-        layers=p["layers"], split=int(p.get("split", 0)),
+        p["dataset"], model=p["model"], bits=precision, arch=arch, data_root=data_root,
+        hidden=p["hidden"], layers=p["layers"], split=int(p.get("split", 0)),
     )
     d = dict(report.to_dict())
     if not fp32:
@@ -219,7 +224,7 @@ def simulate(params: Mapping[str, Any], data_root: str | None = None) -> dict[st
     out = {k: v for k, v in d.items() if k not in f and k != "fp32"}
     out.update(f)
     out.update(
-        bits="fp32", precision=precision.to_dict(), sim_run="fp32-counterpart",
+        bits="fp32", precision=dict(p["precision"]), sim_run="fp32-counterpart",
         cycles=d["fp32_cycles"], energy_pj=d["fp32_energy_pj"], speedup_vs_fp32=1.0,
         energy_ratio_vs_fp32=1.0, memory_ceiling_vs_fp32=1.0,
         area_mm2=f.get("area_mm2", math.nan), fp32_area_mm2=f.get("area_mm2", math.nan),

@@ -104,9 +104,9 @@ def plot_energy_breakdown(
     pts.sort(key=lambda r: _energy(r), reverse=True)
     labels = []
     for r in pts:
-        extra = " ".join(f"{c.split('.')[-1]}={r.get(c)}" for c in label_columns)
+        extra = " ".join(f"{c.split('.')[-1]}={_short(r.get(c))}" for c in label_columns)
         labels.append(f"{str(r['bits']).upper()} {r['config_hash'][:6]}" + (f" {extra}" if extra else ""))
-    fig, ax = plt.subplots(figsize=(8, 1.2 + 0.35 * len(pts)))
+    fig, ax = plt.subplots(figsize=(10, 1.6 + 0.35 * len(pts)))
     cmap = plt.get_cmap("tab20")
     left = [0.0] * len(pts)
     for i, c in enumerate(parts):
@@ -118,8 +118,15 @@ def plot_energy_breakdown(
     ax.set_xlabel("energy per inference (µJ)")
     ax.set_title("energy breakdown")
     ax.grid(True, axis="x", alpha=0.3)
-    ax.legend(fontsize=8, loc="lower right")
+    ax.legend(fontsize=8, loc="upper left", bbox_to_anchor=(1.01, 1.0), borderaxespad=0.0)
     return _save(fig, Path(path))
+
+
+def _short(v: Any) -> str:
+    if isinstance(v, float) and v.is_integer():
+        return str(int(v))
+    text = str(v)
+    return text if len(text) <= 24 else text[:21] + "..."
 
 
 def _energy(r: Mapping[str, Any]) -> float:

@@ -538,8 +538,10 @@ def write_outputs(spec: SweepSpec, out: str | os.PathLike[str],
         df = results_frame(rows)
         csv, pq = write_frame_atomic(df, out_dir / "results.csv", out_dir / "results.parquet")
         paths.update(results_csv=csv, results_parquet=pq)
-    arch_axes = [a for a in spec.axes if a.startswith("arch.")]
-    paths.update(write_plots(rows, out_dir, label_columns=arch_axes))
+    from .report import varying_columns
+
+    labels = [c for c in varying_columns(rows) if c not in ("bits", "precision.bits")]
+    paths.update(write_plots(rows, out_dir, label_columns=labels))
     full_meta = {**meta, "created": _now()}
     paths["report"] = write_report(spec, rows, full_meta, paths, out_dir)
     return paths

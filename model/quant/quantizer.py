@@ -210,7 +210,7 @@ class Quantizer(nn.Module):
             scale, _ = self._scale_zero_from_range(lo * alpha, hi * alpha)
             self.log_step = nn.Parameter(torch.log(scale).to(dev))
             if not self.spec.symmetric:
-                self.offset = nn.Parameter((lo * alpha).to(dev))
+                self.offset = nn.Parameter((lo * alpha / scale).to(dev))
         self.initialized.fill_(True)
 
     def _load_from_state_dict(self, state_dict: dict[str, Any], prefix: str, *args: Any) -> None:
@@ -256,7 +256,7 @@ class Quantizer(nn.Module):
         else:
             assert self.offset is not None
             lo = grad_scale(self.offset, g)
-            zero = torch.clamp(round_ste(s.qmin - lo / scale), s.qmin, s.qmax)
+            zero = torch.clamp(round_ste(s.qmin - lo), s.qmin, s.qmax)
         return scale, zero
 
     def _lsq_grad_factor(self, x: Tensor) -> float:

@@ -165,7 +165,7 @@ class _LSQFakeQuant(torch.autograd.Function):
             zr = torch.zeros_like(s)
             z = zr
         else:
-            zr = qmin - offset.reshape(shape) / s
+            zr = qmin - offset.reshape(shape)
             z = torch.clamp(torch.round(zr), qmin, qmax)
         xs, r, qz, y = _fq_forward(x, s, z, qmin, qmax)
         ctx.save_for_backward(xs, r, qz, s, zr)
@@ -184,9 +184,8 @@ class _LSQFakeQuant(torch.autograd.Function):
             # z = clamp(round(zr)): straight-through round, zero gradient where clamped
             zround = torch.round(zr)
             g_zr = g_z * ((zround >= qmin) & (zround <= qmax))
-            # zr = qmin - offset / s
-            g_off = (-g_zr / s).reshape(pshape) * gf
-            g_s = g_s + g_zr * (qmin - zr) / s
+            # zr = qmin - offset
+            g_off = (-g_zr).reshape(pshape) * gf
         g_log = (g_s * s).reshape(pshape) * gf
         needs = ctx.needs_input_grad  # type: ignore[attr-defined]
         return (
