@@ -120,7 +120,7 @@ def _float(text: str) -> float:
 def add_model_arguments(p: argparse.ArgumentParser) -> None:
     """Arguments that choose a dataset, a model, its precision and training hyper-parameters
     (shared by ``train``, ``export`` and other commands that train)."""
-    from model.nn import MODEL_NAMES
+    from model.names import MODEL_NAMES
 
     data_root_help = ("dataset root (default: $QGNN_DATA_ROOT, else "
                       "$XDG_CACHE_HOME/qgnn/datasets); see `qgnn datasets`")

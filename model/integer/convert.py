@@ -127,9 +127,14 @@ class AggregationSpec:
 class IntLayer:
     """Base: an integer layer records its intermediate codes for traces and exports."""
 
+    upd: QParams  # the layer's output (update) quantizer
+
     def __init__(self) -> None:
         self.trace: Trace = {}
         self.stages: list[AggregationStage] = []
+
+    def forward(self, *inputs: Any) -> np.ndarray:  # pragma: no cover - abstract
+        raise NotImplementedError
 
     def _rec(self, qp: QParams, codes: np.ndarray) -> np.ndarray:
         self.trace[qp.name] = (codes, qp)
@@ -145,7 +150,7 @@ class InputRequant:
         self.prev = prev
         self.rq = None if prev is None else Requant.build([prev.scale / target.scale], target)
 
-    def __call__(self, x: np.ndarray | SparseFeatures | Tensor) -> np.ndarray | sp.csr_matrix:
+    def __call__(self, x: np.ndarray | SparseFeatures | Tensor) -> Any:
         """Centred input codes (``codes - zero``); sparse for sparse raw features."""
         t = self.target
         if self.prev is None:
@@ -167,7 +172,7 @@ def _quantize_real(x: np.ndarray, qp: QParams) -> np.ndarray:
     return np.clip(np.rint(xf * inv).astype(np.int64) + qp.zero, qp.qmin, qp.qmax)
 
 
-def _densify_centred(x: np.ndarray | sp.csr_matrix) -> np.ndarray:
+def _densify_centred(x: Any) -> np.ndarray:
     return np.asarray(x.todense(), dtype=np.int64) if sp.issparse(x) else np.asarray(x, dtype=np.int64)
 
 
@@ -394,7 +399,9 @@ def to_integer(model: QuantGNN, data: Any, mult_bits: int = rules.DEFAULT_MULT_B
     layers: list[IntLayer] = []
     prev: QParams | None = None
     if isinstance(model, QConvStack):
-        kinds = {QGCNConv: (IntGCN, "gcn"), QGINConv: (IntGIN, "gin"), QSAGEConv: (IntSAGE, "sage")}
+        kinds: dict[type, tuple[Any, str]] = {
+            QGCNConv: (IntGCN, "gcn"), QGINConv: (IntGIN, "gin"), QSAGEConv: (IntSAGE, "sage"),
+        }
         kind = ""
         for i, conv in enumerate(model.convs):
             entry = kinds.get(type(conv))
@@ -408,6 +415,7 @@ def to_integer(model: QuantGNN, data: Any, mult_bits: int = rules.DEFAULT_MULT_B
         return IntegerModel(kind, layers, prev, mult_bits)
     if isinstance(model, QDecoupled):
         for i, lin in enumerate(model.mlp):
+            assert isinstance(lin, QLinear)
             lay = IntLinear(model, lin, prev, f"layer{i}")
             layers.append(lay)
             prev = lay.upd

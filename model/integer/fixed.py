@@ -10,6 +10,7 @@ from __future__ import annotations
 
 from collections.abc import Sequence
 from dataclasses import dataclass
+from typing import Any
 
 import numpy as np
 
@@ -159,11 +160,11 @@ class Requant:
         if self.relu:
             t = np.maximum(t, 0)
         if self.frac_bits:
-            t = rules.round_shift(t, np.int64(self.frac_bits))
+            t = rules.round_shift(t, self.frac_bits)
         return np.clip(t + self.target.zero, self.target.qmin, self.target.qmax)
 
 
-def int_matmul(x_centred: np.ndarray | object, w_codes: np.ndarray) -> np.ndarray:
+def int_matmul(x_centred: Any, w_codes: np.ndarray) -> np.ndarray:
     """Exact ``x @ w.T`` for integer ``x`` ([N, K], dense int64 or scipy sparse) and signed
     weight codes ``w`` ([C, K]), as int64.
 

@@ -80,7 +80,7 @@ def check_row_lengths(row_lengths: np.ndarray, bits: int, width: int, what: str 
         )
 
 
-def round_shift(p: np.ndarray, shift: np.ndarray) -> np.ndarray:
+def round_shift(p: np.ndarray | int, shift: np.ndarray | int) -> np.ndarray:
     """``floor(p / 2**shift + 1/2)`` for int64 ``p`` and shifts in ``0..MAX_SHIFT`` (exact)."""
     p = np.asarray(p, dtype=np.int64)
     s = np.asarray(shift, dtype=np.int64)

@@ -51,8 +51,8 @@ class QGCNConv(SumMessagePassing):
 
     def forward(self, x: Tensor, g: GraphOps, protect: Tensor | None = None) -> Tensor:
         q = self.q
-        x = quantize_input(q.input, self.dropout, x, protect)
-        h = q.output(matmul(x, q.weight(self.lin.weight).t()), protect)
+        xq = quantize_input(q.input, self.dropout, x, protect)
+        h = q.output(matmul(xq, q.weight(self.lin.weight).t()), protect)
         m = q.message(h * g.dinv_sqrt[:, None], protect)
         s = g.sum_neighbors(m)
         a = q.aggregate(s * g.dinv_sqrt[:, None], protect)

@@ -31,8 +31,8 @@ class QLinear(nn.Module):
 
     def forward(self, x: Tensor, protect: Tensor | None = None) -> Tensor:
         q = self.q
-        x = quantize_input(q.input, self.dropout, x, protect)
-        h = q.output(matmul(x, q.weight(self.lin.weight).t()), protect) + self.lin.bias
+        xq = quantize_input(q.input, self.dropout, x, protect)
+        h = q.output(matmul(xq, q.weight(self.lin.weight).t()), protect) + self.lin.bias
         if self.act is not None:
             h = self.act(h)
         return q.update(h, protect)

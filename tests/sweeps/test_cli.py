@@ -295,3 +295,10 @@ def test_demo_short(
     assert summary["dataset"] == "cora" and "qgnn_version" in summary
     md = (out_dir / "accuracy.md").read_text()
     assert md.startswith("# qgnn demo") and "| INT4 |" in md
+
+
+def test_cli_model_names_match_the_models() -> None:
+    from model.names import MODEL_NAMES as cli_names
+    from model.nn import MODEL_NAMES
+
+    assert cli_names == MODEL_NAMES
