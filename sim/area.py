@@ -1,15 +1,17 @@
 """Area model (mm^2, 45 nm) from ``sim/data/area_table.toml``.
 
 - SRAM: ``bits x bit-cell area / array efficiency`` for every buffer.
-- Aggregation logic: from ``qgnn hw synth`` JSON when given (generic cell counts priced with
-  the NanGate 45 nm cells of the table, divided by the placement utilisation), otherwise a
-  gate-level estimate: per element, every lane's accumulator adder and register and a
+- Aggregation logic: from ``qgnn hw synth --flow generic --json`` output when the arch names
+  one (``[area] synth_json``): the Yosys gate counts of the engine synthesized at the run's
+  code width, each gate priced with its NanGate 45 nm cell, divided by the placement
+  utilisation and scaled linearly from the synthesized element count to ``pes``. Otherwise
+  a gate-level estimate: per element, every lane's accumulator adder and register and a
   requantization multiplier per output lane.
 - Combination logic (not in the RTL): always the gate-level estimate: per element an 8 x 8
   multiplier with the Bit Fusion overhead, a 32-bit accumulator and operand registers; the
   FP32 counterpart a 24 x 24 mantissa multiplier with the FMA overhead.
 
-Every logic figure says whether it is ``synth`` or ``estimate``.
+Every logic figure says whether it is ``synth ...`` or ``estimate``.
 """
 
 from __future__ import annotations
@@ -70,11 +72,16 @@ def _fp32_mult_um2() -> float:
     return _mult_um2(24, 24) * _v("fp32_fma_overhead")
 
 
-# Generic Yosys cell names -> table entries.
-_CELL_MAP = (("DFF", "dff_um2"), ("XNOR", "xor2_um2"), ("XOR", "xor2_um2"),
-             ("MUX", "mux2_um2"), ("NOT", "inv_um2"), ("INV", "inv_um2"), ("NAND", "nand2_um2"),
-             ("NOR", "nand2_um2"), ("AND", "and2_um2"), ("OR", "and2_um2"),
-             ("BUF", "inv_um2"))
+# Generic Yosys cell names ($_AND_, $_ANDNOT_, $_DFFE_PP_, ...) -> table entries; the first
+# matching pattern wins.
+_CELL_MAP = (("DFF", "dff_um2"), ("DLATCH", "dff_um2"), ("ANDNOT", "and2_um2"),
+             ("ORNOT", "and2_um2"), ("AOI3", "aoi21_um2"), ("OAI3", "aoi21_um2"),
+             ("AOI4", "aoi22_um2"), ("OAI4", "aoi22_um2"), ("XNOR", "xor2_um2"),
+             ("XOR", "xor2_um2"), ("MUX", "mux2_um2"), ("NAND", "nand2_um2"),
+             ("NOR", "nand2_um2"), ("NOT", "inv_um2"), ("BUF", "inv_um2"), ("AND", "and2_um2"),
+             ("OR", "and2_um2"))
+#: Flows whose cells are standard gates (priced per cell); LUT flows cannot be priced.
+GATE_FLOWS = ("generic", "generic-noabc")
 
 
 def _cell_um2(cell: str) -> float:
@@ -85,43 +92,39 @@ def _cell_um2(cell: str) -> float:
     return _v("nand2_um2") * 2  # unknown cell: two NAND2 equivalents
 
 
-def synth_cells(path: str | Path, bits: int, pes: int, word_width: int) -> dict[str, int] | None:
-    """Cell counts of the matching configuration in a ``qgnn hw synth`` JSON, or None.
+def synth_cells(path: str | Path, bits: int, pes: int, word_width: int
+                ) -> tuple[dict[str, int], int] | None:
+    """Gate counts of the matching engine in a ``qgnn hw synth --json`` file, or None.
 
-    Accepts a list of configurations or ``{"configs": [...]}``/``{"results": [...]}``; a
-    configuration matches on ``bits`` and ``word_width`` (and ``pes`` when present) and
-    carries its generic cells as ``cells``/``cell_types`` (a name -> count table)."""
+    The file holds ``{"results": [{"bits", "word_width", "pes", "flow", "cells_by_type"}]}``;
+    a result matches on ``bits`` and ``word_width`` and must come from a gate-level flow
+    (:data:`GATE_FLOWS`, ``generic`` preferred). Returns ``(cells, pes_synthesized)``."""
     try:
         raw = json.loads(Path(path).read_text())
     except (OSError, ValueError):
         return None
-    items = raw
-    if isinstance(raw, dict):
-        for k in ("configs", "results", "configurations", "synth"):
-            if isinstance(raw.get(k), list):
-                items = raw[k]
-                break
-        else:
-            items = [raw]
+    items = raw.get("results", []) if isinstance(raw, dict) else raw
     if not isinstance(items, list):
         return None
-    best = None
+    found: dict[str, tuple[dict[str, int], int]] = {}
     for it in items:
-        if not isinstance(it, dict):
+        if not isinstance(it, dict) or it.get("flow") not in GATE_FLOWS:
             continue
-        cfg = it.get("config", it)
-        if cfg.get("bits") != bits or cfg.get("word_width", word_width) != word_width:
+        if it.get("bits") != bits or it.get("word_width") != word_width:
             continue
-        cells = it.get("cells") or it.get("cell_types") or it.get("resources", {}).get("cells")
+        cells = it.get("cells_by_type")
         if not isinstance(cells, dict):
             continue
-        counts = {str(k): int(v) for k, v in cells.items() if isinstance(v, int | float)}
-        if cfg.get("pes", pes) == pes:
-            return counts
-        if "pes" in cfg and cfg["pes"]:
-            scale = pes / cfg["pes"]
-            best = {k: int(round(v * scale)) for k, v in counts.items()}
-    return best
+        counts = {str(k): int(v) for k, v in cells.items()
+                  if isinstance(v, int | float) and not str(k).startswith("$scope")}
+        p = int(it.get("pes", 1)) or 1
+        prev = found.get(it["flow"])
+        if prev is None or abs(p - pes) < abs(prev[1] - pes):
+            found[it["flow"]] = (counts, p)
+    for flow in GATE_FLOWS:
+        if flow in found:
+            return found[flow]
+    return None
 
 
 def area_breakdown(arch: ArchConfig, bits: int, max_terms: int) -> dict[str, Any]:
@@ -145,13 +148,14 @@ def area_breakdown(arch: ArchConfig, bits: int, max_terms: int) -> dict[str, Any
         blocks["aggregation.logic"] = P * pe / util / UM2_PER_MM2
         sources["aggregation.logic"] = "estimate"
     else:
-        cells = None
-        if arch.synth_json:
-            cells = synth_cells(arch.synth_json, bits, P, ww)
-        if cells:
-            um2 = sum(n * _cell_um2(c) for c, n in cells.items())
+        found = synth_cells(arch.synth_json, bits, P, ww) if arch.synth_json else None
+        if found:
+            cells, p_syn = found
+            um2 = sum(n * _cell_um2(c) for c, n in cells.items()) * P / p_syn
             blocks["aggregation.logic"] = um2 / util / UM2_PER_MM2
-            sources["aggregation.logic"] = "synth"
+            sources["aggregation.logic"] = (
+                f"synth ({Path(arch.synth_json or '').name}: INT{bits} engine, P={p_syn}"
+                f"{f', scaled x{P / p_syn:g}' if p_syn != P else ''})")
         else:
             worst = 0.0
             for mb in a.bits:

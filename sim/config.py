@@ -519,22 +519,22 @@ def _parse(raw: Mapping[str, Any], where: str) -> ArchConfig:
     )
 
     # -- buffers
-    b = _check_keys(d.get("buffers", {}), BUFFER_NAMES, where, "buffers")
-    missing = [n for n in BUFFER_NAMES if n not in b]
+    bufs = _check_keys(d.get("buffers", {}), BUFFER_NAMES, where, "buffers")
+    missing = [name for name in BUFFER_NAMES if name not in bufs]
     if missing:
         raise _fail(where, f"buffers.{missing[0]}",
                     f"missing; every chip needs the buffers {', '.join(BUFFER_NAMES)}")
     buffers: dict[str, BufferConfig] = {}
-    for n in BUFFER_NAMES:
-        sec = f"buffers.{n}"
-        bd = _check_keys(b[n], _BUF_KEYS, where, sec)
+    for bname in BUFFER_NAMES:
+        sec = f"buffers.{bname}"
+        bd = _check_keys(bufs[bname], _BUF_KEYS, where, sec)
         if "size_kib" not in bd:
             raise _fail(where, f"{sec}.size_kib", "missing (buffer size in KiB)")
         size = _num(bd, "size_kib", 0, where, sec)
         banks = _int(bd, "banks", 1, where, sec, lo=1, hi=1024)
         if size * 1024 < banks * 8:
             raise _fail(where, sec, f"{size} KiB cannot be split into {banks} banks of >= 8 bytes")
-        buffers[n] = BufferConfig(size_kib=size, banks=banks)
+        buffers[bname] = BufferConfig(size_kib=size, banks=banks)
 
     # -- dram, dataflow, area
     dram = _dram_from(d.get("dram", {"preset": "hbm2"}), where)

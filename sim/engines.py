@@ -241,12 +241,12 @@ def simulate_agg(ph: AggPhase, g: Graph, arch: ArchConfig, et: EnergyTable, *,
             wk[-1] = W - wt * (nt - 1)
             d = base_bytes(nt, max(W - nt, 0))
             d["features"] = feat_bytes
-            stream = (idx_bytes + pointers + params / nt + (out_bytes + side_bytes) * wk / W
-                      + big_terms * idx_b * (wk - 1))
+            stream_k = (idx_bytes + pointers + params / nt + (out_bytes + side_bytes) * wk / W
+                        + big_terms * idx_b * (wk - 1))
             busy_k = np.array([finish(w_) for w_ in wk])
             bal_k = np.array([balanced_of(w_, b_) for w_, b_ in zip(wk, busy_k, strict=True)])
             plans.append(_Plan(f"column x{nt}", busy_k, bal_k,
-                               N * wk * wb, stream, d, refetch=d["indices"] + d["row_pointers"]
+                               N * wk * wb, stream_k, d, refetch=d["indices"] + d["row_pointers"]
                                - idx_bytes - pointers - big_terms * idx_b * max(W - 1, 0)))
         # -- source tiling
         if tiling in (None, "source"):
@@ -328,7 +328,7 @@ def _source_plan(ph: AggPhase, g: Graph, arch: ArchConfig, n: np.ndarray, W: int
     N = g.num_nodes
     P = arch.aggregation.pes
     S = arch.usable_bytes("feature") // (W * wb)
-    row_psum_bytes = ceil_div(W * lanes * acc, 8)
+    row_psum_bytes = ceil_div(ph.features * acc, 8)  # padding lanes need no partial sums
     D = arch.usable_bytes("accumulator") // row_psum_bytes
     if S < 1 or D < 1:
         return None
@@ -388,7 +388,7 @@ def _source_plan(ph: AggPhase, g: Graph, arch: ArchConfig, n: np.ndarray, W: int
     refetch = max(0.0, d["features"] - N * W * wb) + max(0.0, d["row_pointers"] - (N + 1) * ptr_b)
     # Partial sums: read and write once per (row segment, pass); bounded by rows per pass.
     seg = float(np.minimum(rows_d, terms).sum())
-    psum_acc = 2 * seg * ceil_div(W * lanes * acc, arch.aggregation.word_width)
+    psum_acc = 2 * seg * ceil_div(ph.features * acc, arch.aggregation.word_width)
     return _Plan(f"source {n_d}x{n_s}", compute, balanced, prefetch, stream, d, refetch,
                  {"psum_accesses": psum_acc})
 
@@ -450,45 +450,45 @@ def simulate_gemm(ph: GemmPhase, arch: ArchConfig, et: EnergyTable, *,
     full_w = arch.buffers["weight"].bytes
     usable_w = arch.usable_bytes("weight")
     if tiling in (None, "fit") and w_bytes <= full_w:
-        cyc, _ = _tiles_cycles(arch, N, K, M, rate)
+        cyc_fit, _ = _tiles_cycles(arch, N, K, M, rate)
         xr = x_bytes if from_dram else 0.0
         d = bytes_dict(xr, 0.0, w_bytes, 0.0)
-        plans.append(_Plan("weights fit", np.array([cyc + fill]), np.array([cyc + fill]),
+        plans.append(_Plan("weights fit", np.array([cyc_fit + fill]), np.array([cyc_fit + fill]),
                            np.array([w_bytes]), np.array([xr + root_bytes + out_bytes]), d, 0.0))
     if not plans or tiling in ("m", "k"):
         col_bytes = ceil_div(K * ph.weight_bits, 8)
         mt = usable_w // col_bytes
         if tiling in (None, "m") and mt >= 1:
             n_m = ceil_div(M, mt)
-            mj = [mt] * (n_m - 1) + [M - mt * (n_m - 1)]
-            cyc = np.array([_tiles_cycles(arch, N, K, m_, rate)[0] + fill for m_ in mj])
-            pre = np.array([float(ceil_div(K * m_ * ph.weight_bits, 8)) for m_ in mj])
+            m_list = [mt] * (n_m - 1) + [M - mt * (n_m - 1)]
+            cyc_m = np.array([_tiles_cycles(arch, N, K, m_, rate)[0] + fill for m_ in m_list])
+            pre_m = np.array([float(ceil_div(K * m_ * ph.weight_bits, 8)) for m_ in m_list])
             # Input rows are re-read per weight tile; rows that arrive as a stream are spilled
             # to DRAM during the first tile and re-read by the others.
             x_pass = np.full(n_m, x_bytes if (from_dram or n_m > 1) else 0.0)
-            stream = x_pass + root_bytes + out_bytes * np.array(mj, dtype=np.float64) / M
+            stream_m = x_pass + root_bytes + out_bytes * np.array(m_list, dtype=np.float64) / M
             x_total = float(x_pass.sum())
-            d = bytes_dict(x_total, 0.0, float(pre.sum()), 0.0)
+            d = bytes_dict(x_total, 0.0, float(pre_m.sum()), 0.0)
             d["side_inputs"] = root_bytes * n_m
             refetch = x_total - (x_bytes if from_dram else 0.0) + root_bytes * (n_m - 1)
-            plans.append(_Plan(f"m-tiled x{n_m}", cyc, cyc, pre, stream, d, refetch))
+            plans.append(_Plan(f"m-tiled x{n_m}", cyc_m, cyc_m, pre_m, stream_m, d, refetch))
         row_bytes = ceil_div(M * ph.weight_bits, 8)
         kt = usable_w // row_bytes
         if tiling in (None, "k") and kt >= 1:
             n_k = ceil_div(K, kt)
-            kj = [kt] * (n_k - 1) + [K - kt * (n_k - 1)]
-            cyc = np.array([_tiles_cycles(arch, N, k_, M, rate)[0] + fill for k_ in kj])
-            pre = np.array([float(ceil_div(k_ * M * ph.weight_bits, 8)) for k_ in kj])
-            frac = np.array(kj, dtype=np.float64) / K
+            k_list = [kt] * (n_k - 1) + [K - kt * (n_k - 1)]
+            cyc_k = np.array([_tiles_cycles(arch, N, k_, M, rate)[0] + fill for k_ in k_list])
+            pre_k = np.array([float(ceil_div(k_ * M * ph.weight_bits, 8)) for k_ in k_list])
+            frac = np.array(k_list, dtype=np.float64) / K
             x_read = x_bytes if from_dram else 0.0
             spill = 0.0 if from_dram or n_k == 1 else x_bytes * 2  # buffer a stream once
             psum = 0.0
             if n_k > 1 and psum_bytes > arch.buffers["accumulator"].bytes:
                 psum = 2 * (n_k - 1) * psum_bytes
-            stream = ((x_read + spill) * frac + root_bytes * frac + psum / n_k
-                      + np.r_[np.zeros(n_k - 1), out_bytes])
-            d = bytes_dict(x_read, spill, float(pre.sum()), psum)
-            plans.append(_Plan(f"k-tiled x{n_k}", cyc, cyc, pre, stream, d,
+            stream_kt = ((x_read + spill) * frac + root_bytes * frac + psum / n_k
+                         + np.r_[np.zeros(n_k - 1), out_bytes])
+            d = bytes_dict(x_read, spill, float(pre_k.sum()), psum)
+            plans.append(_Plan(f"k-tiled x{n_k}", cyc_k, cyc_k, pre_k, stream_kt, d,
                                refetch=spill + psum,
                                extra={"psum_onchip": float(n_k > 1 and psum == 0.0)}))
             # Row-blocked: blocks of rows whose partial sums fit the accumulator buffer run
@@ -500,8 +500,8 @@ def simulate_gemm(ph: GemmPhase, arch: ArchConfig, et: EnergyTable, *,
                 rows_b = np.full(n_b, nb_rows, dtype=np.int64)
                 rows_b[-1] = N - nb_rows * (n_b - 1)
                 cyc_b = np.array([[_tiles_cycles(arch, int(r_), k_, M, rate)[0] + fill
-                                   for k_ in kj] for r_ in rows_b]).ravel()
-                pre_b = np.tile(pre, n_b)
+                                   for k_ in k_list] for r_ in rows_b]).ravel()
+                pre_b = np.tile(pre_k, n_b)
                 rfrac = np.repeat(rows_b / N, n_k) * np.tile(frac, n_b)
                 last = np.tile(np.r_[np.zeros(n_k - 1), 1.0], n_b) * np.repeat(rows_b / N, n_k)
                 stream_b = (x_read + spill + root_bytes) * rfrac + out_bytes * last
@@ -509,6 +509,32 @@ def simulate_gemm(ph: GemmPhase, arch: ArchConfig, et: EnergyTable, *,
                 plans.append(_Plan(f"row-blocked {n_b}x{n_k}", cyc_b, cyc_b, pre_b, stream_b,
                                    d, refetch=spill + float(pre_b.sum()) - w_bytes,
                                    extra={"psum_onchip": 1.0}))
+    if not plans and tiling in (None, "mk"):
+        # Neither a whole weight column nor a whole row fits: tiles of C columns x Kt rows;
+        # input rows re-read per column tile, partial sums per column tile as in k-tiling.
+        mt = min(M, c.cols)
+        kt = usable_w // ceil_div(mt * ph.weight_bits, 8)
+        if kt >= 1:
+            n_m, n_k = ceil_div(M, mt), ceil_div(K, kt)
+            mj = np.array([mt] * (n_m - 1) + [M - mt * (n_m - 1)], dtype=np.float64)
+            kj = np.array([kt] * (n_k - 1) + [K - kt * (n_k - 1)], dtype=np.float64)
+            cyc_mk = np.array([_tiles_cycles(arch, N, int(k_), int(m_), rate)[0] + fill
+                               for m_ in mj for k_ in kj])
+            pre_mk = np.array([float(ceil_div(int(k_) * int(m_) * ph.weight_bits, 8))
+                               for m_ in mj for k_ in kj])
+            x_total = x_bytes * n_m if (from_dram or n_m * n_k > 1) else 0.0
+            psum_tile = float(N * ceil_div(mt * acc_bits, 8))
+            psum = (2 * (n_k - 1) * psum_tile * n_m
+                    if psum_tile > arch.buffers["accumulator"].bytes else 0.0)
+            share = np.outer(mj / M, kj / K).ravel()
+            stream_mk = (x_total / n_m * np.repeat(np.ones(n_m), n_k) * np.tile(kj / K, n_m)
+                         + root_bytes * share * n_m + psum * share + out_bytes * share)
+            d = bytes_dict(x_total, 0.0, float(pre_mk.sum()), psum)
+            d["side_inputs"] = root_bytes * n_m
+            plans.append(_Plan(f"mk-tiled {n_m}x{n_k}", cyc_mk, cyc_mk, pre_mk, stream_mk, d,
+                               refetch=x_total - (x_bytes if from_dram else 0.0) + psum
+                               + root_bytes * (n_m - 1),
+                               extra={"psum_onchip": float(n_k > 1 and psum == 0.0)}))
     if not plans:
         raise SimulationError(
             f"{ph.name}: the {full_w} B weight buffer cannot hold one weight row or column "

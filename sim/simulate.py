@@ -12,8 +12,9 @@ Schedule (per run): phases execute in model order. Data placement follows the bu
   intermediate in the feature buffer when input and output fit together;
 - the first input and the final output are in DRAM.
 
-Dataflow ``auto`` tries both orders of every message-passing layer (greedily, layer by layer)
-and keeps the one with fewer total cycles (the model's own order on a tie).
+Dataflow ``auto`` tries both orders of every message-passing layer (all combinations for up
+to four such layers, else greedily layer by layer) and keeps the one with the fewest total
+cycles (the model's own order on a tie).
 """
 
 from __future__ import annotations
@@ -28,7 +29,14 @@ from model.quant import PrecisionConfig, check_bits
 from .area import area_breakdown
 from .config import ArchConfig, load_arch
 from .energy import EnergyTable, energy_table
-from .engines import DRAM_TENSORS, PhaseResult, ceil_div, simulate_agg, simulate_gemm
+from .engines import (
+    DRAM_TENSORS,
+    PhaseResult,
+    SimulationError,
+    ceil_div,
+    simulate_agg,
+    simulate_gemm,
+)
 from .timing import timing_source
 from .workload import (
     AggPhase,
@@ -45,6 +53,8 @@ from .workload import (
 __all__ = ["RunResult", "SimReport", "run_phases", "simulate"]
 
 NATIVE_ORDER = {"gcn": "combine-first", "gin": "aggregate-first", "sage": "aggregate-first"}
+#: ``auto`` dataflow tries all 2^L orders up to this many message-passing layers.
+MAX_EXHAUSTIVE = 4
 ENERGY_COMPONENTS = ("dram", "sram.feature", "sram.index", "sram.accumulator", "sram.weight",
                      "sram.input", "sram.output", "aggregation.add", "combination.mac",
                      "requantization")
@@ -195,6 +205,8 @@ def run_phases(phases: list[Phase], g: Graph, arch: ArchConfig,
                 input_src = "dram"
             if isinstance(nxt, AggPhase):
                 need = _agg_in_bytes(nxt, arch, g)
+                if nxt.side_from_prev:  # SAGE: the root-term half stays beside it
+                    need += g.num_nodes * ceil_div(nxt.side_values * nxt.side_bits, 8)
                 out = "feature" if need <= fcap else "dram"
             elif isinstance(nxt, GemmPhase):
                 out = "chain"
@@ -222,27 +234,54 @@ def run_phases(phases: list[Phase], g: Graph, arch: ArchConfig,
 
 def _choose_orders(shapes: list[Any], precision: PrecisionConfig, g: Graph, arch: ArchConfig,
                    et: EnergyTable, fp32: bool) -> tuple[dict[int, str], RunResult]:
-    orders = {s.index: (arch.dataflow(s.index) if arch.dataflow(s.index) != "auto"
-                        else NATIVE_ORDER.get(s.kind, "combine-first")) for s in shapes}
+    """Per-layer dataflow: fixed ones as configured; ``auto`` layers by total cycles, trying
+    every combination when there are at most :data:`MAX_EXHAUSTIVE` of them (else greedily,
+    layer by layer). Ties keep the model's own order."""
+    fixed = {s.index: arch.dataflow(s.index) for s in shapes if arch.dataflow(s.index) != "auto"}
+    native = {s.index: NATIVE_ORDER.get(s.kind, "combine-first") for s in shapes}
+    auto = [li for li in has_orders(shapes) if li not in fixed]
 
-    def run(o: dict[int, str]) -> RunResult:
+    def run(o: dict[int, str]) -> RunResult | None:
         ph = build_phases(shapes, precision, g.num_nodes, o)
         if fp32:
             ph = fp32_phases(ph)
-        res = run_phases(ph, g, arch, et)
+        try:
+            res = run_phases(ph, g, arch, et)
+        except SimulationError:
+            if not auto:
+                raise
+            return None  # this order does not fit the chip; another may
         res.orders = {k: v for k, v in o.items() if k in has_orders(shapes)}
         return res
 
+    def flip(o: str) -> str:
+        return "aggregate-first" if o == "combine-first" else "combine-first"
+
+    def better(cand: RunResult | None, best: RunResult | None) -> bool:
+        return cand is not None and (best is None or cand.cycles < best.cycles)
+
+    orders = {**native, **fixed}
     best = run(orders)
-    for li in has_orders(shapes):
-        if arch.dataflow(li) != "auto":
-            continue
-        alt = dict(orders)
-        alt[li] = "aggregate-first" if orders[li] == "combine-first" else "combine-first"
-        cand = run(alt)
-        if cand.cycles < best.cycles:
-            best, orders = cand, alt
-    return orders, best
+    if len(auto) <= MAX_EXHAUSTIVE:
+        for mask in range(1, 1 << len(auto)):
+            alt = dict(orders)
+            for bit, li in enumerate(auto):
+                if mask >> bit & 1:
+                    alt[li] = flip(native[li])
+            cand = run(alt)
+            if better(cand, best):
+                best = cand
+    else:
+        cur = dict(orders)
+        for li in auto:
+            alt = dict(cur)
+            alt[li] = flip(alt[li])
+            cand = run(alt)
+            if better(cand, best):
+                best, cur = cand, alt
+    if best is None:
+        raise SimulationError("no dataflow order of this model fits the chip's buffers")
+    return best.orders, best
 
 
 # ----------------------------------------------------------------------------- report
@@ -314,6 +353,8 @@ class SimReport:
             "speedup_vs_fp32": self.speedup_vs_fp32,
             "energy_ratio_vs_fp32": self.energy_ratio_vs_fp32,
             "memory_ceiling_vs_fp32": self.memory_ceiling,
+            "dram_bytes_ratio_vs_fp32": (self.fp32.dram_bytes_total / self.run.dram_bytes_total
+                                         if self.run.dram_bytes_total else float("inf")),
             "roofline_cycles": r["roofline_cycles"],
             "roofline_pct": r["roofline_pct"],
             "roofline_bounds": r["roofline_bounds"],
@@ -354,7 +395,8 @@ def format_table(rep: SimReport) -> str:
         f"{rep.cycles} cycles ({d['time_us']:.1f} us), {rep.energy_pj / 1e6:.2f} uJ; "
         f"FP32 {rep.fp32_cycles} cycles, {rep.fp32_energy_pj / 1e6:.2f} uJ")
     lines.append(
-        f"speedup {rep.speedup_vs_fp32:.2f}x (memory-bound ceiling {rep.memory_ceiling:.2f}x), "
+        f"speedup {rep.speedup_vs_fp32:.2f}x (memory-bound ceiling {rep.memory_ceiling:.2f}x; "
+        f"FP32 moves {d['dram_bytes_ratio_vs_fp32']:.2f}x the DRAM bytes), "
         f"energy {rep.energy_ratio_vs_fp32:.2f}x less; roofline {d['roofline_cycles']:.0f} "
         f"cycles, simulated = {d['roofline_pct']:.0f}% of it; area {d['area_mm2']:.2f} mm^2 "
         f"(FP32 {rep.fp32_area['total_mm2']:.2f})")
@@ -418,7 +460,7 @@ def simulate(
         g = graph_from_data(dataset)
     from model.nn.models import QuantGNN
 
-    model_name = (model.name if hasattr(model, "name") and isinstance(getattr(model, "name"), str)
+    model_name = (model.name if hasattr(model, "name") and isinstance(model.name, str)
                   else type(model).__name__ if isinstance(model, QuantGNN) else str(model).lower())
     shapes = model_layers(model, g.num_features, g.num_classes, precision, hidden, layers)
     et = energy_table()

@@ -107,7 +107,8 @@ def pe_kinds(row_lengths: npt.ArrayLike, pes: int) -> tuple[np.ndarray, np.ndarr
     """``(has_rows, has_terms)`` per element (bool ``[P]``)."""
     n = np.asarray(row_lengths, dtype=np.int64)
     has_rows = np.arange(pes) < n.size
-    has_terms = _by_pe(n > 0, pes).any(axis=0) if n.size else np.zeros(pes, dtype=bool)
+    has_terms = (np.asarray(_by_pe(n > 0, pes).any(axis=0)) if n.size
+                 else np.zeros(pes, dtype=bool))
     return has_rows, has_terms
 
 

@@ -135,6 +135,7 @@ class AggPhase:
     the layer input), ``post_requants`` per output value after it (the engine's own one
     included). ``side_values`` values of ``side_bits`` bits per row are an extra operand read
     at the output (SAGE's root term when combine-first, the propagation's teleport term).
+    ``side_from_prev``: the side operand is part of the previous combination's output.
     ``node_factor`` says the
     FP32 counterpart reads a per-node scale (GCN/SAGE/propagation normalisation)."""
 
@@ -148,6 +149,7 @@ class AggPhase:
     post_requants: int
     side_values: int = 0
     side_bits: int = 0
+    side_from_prev: bool = False
     node_factor: bool = True
     kind: str = "aggregate"
 
@@ -197,7 +199,7 @@ def model_layers(model: str | ModelConfig | QuantGNN, in_channels: int, num_clas
                 raise ValueError(f"layer {i}: unsupported layer type {type(conv).__name__}")
     elif isinstance(net, QDecoupled):
         for i, lin in enumerate(net.mlp):
-            o, k = lin.lin.weight.shape
+            o, k = lin.lin.weight.shape  # type: ignore[union-attr,misc]
             out.append(LayerShape(i, "linear", int(k), int(o)))
         c = out[-1].m
         for j, _prop in enumerate(net.props):
@@ -258,7 +260,8 @@ def layer_phases(shape: LayerShape, precision: PrecisionConfig, n: int, order: s
                               b["weight"], b["message"], post_requants=1),
                     AggPhase(i, f"{nm}.aggregate", shape.m, b["message"], b["update"], False,
                              pre_requants=0, post_requants=3,
-                             side_values=shape.m, side_bits=b["message"])]
+                             side_values=shape.m, side_bits=b["message"],
+                             side_from_prev=True)]
         return [AggPhase(i, f"{nm}.aggregate", shape.k, b["message"], b["aggregate"], False,
                          pre_requants=1, post_requants=1),
                 GemmPhase(i, f"{nm}.combine", n, 2 * shape.k, shape.m,
