@@ -7,10 +7,24 @@ Public API::
     rep.to_dict()["speedup_vs_fp32"]
 """
 
-from .config import ArchConfig, ArchConfigError, load_arch
-from .engines import SimulationError
-from .simulate import RunResult, SimReport, run_phases, simulate
-from .stage import StageTiming, simulate_stage
+import importlib
+from typing import Any
+
+# Imported lazily (PEP 562) so that `qgnn --help` does not import torch through sim.workload.
+_EXPORTS = {
+    "ArchConfig": "config", "ArchConfigError": "config", "load_arch": "config",
+    "SimulationError": "engines",
+    "RunResult": "simulate", "SimReport": "simulate", "run_phases": "simulate",
+    "simulate": "simulate",
+    "StageTiming": "stage", "simulate_stage": "stage",
+}
+
+
+def __getattr__(name: str) -> Any:
+    if name in _EXPORTS:
+        return getattr(importlib.import_module(f".{_EXPORTS[name]}", __name__), name)
+    raise AttributeError(f"module 'sim' has no attribute {name!r}")
+
 
 __all__ = [
     "ArchConfig",

@@ -11,7 +11,7 @@ __all__ = ["cmd_simulate", "register"]
 
 def register(subparsers: Any) -> None:
     """Add ``simulate`` to the ``qgnn`` subcommands."""
-    from model.nn import MODEL_NAMES
+    from model.names import MODEL_NAMES
 
     p = subparsers.add_parser(
         "simulate",
