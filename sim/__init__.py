@@ -14,15 +14,17 @@ from typing import Any
 _EXPORTS = {
     "ArchConfig": "config", "ArchConfigError": "config", "load_arch": "config",
     "SimulationError": "engines",
-    "RunResult": "simulate", "SimReport": "simulate", "run_phases": "simulate",
-    "simulate": "simulate",
+    "RunResult": "simulation", "SimReport": "simulation", "run_phases": "simulation",
+    "simulate": "simulation",
     "StageTiming": "stage", "simulate_stage": "stage",
 }
 
 
 def __getattr__(name: str) -> Any:
     if name in _EXPORTS:
-        return getattr(importlib.import_module(f".{_EXPORTS[name]}", __name__), name)
+        value = getattr(importlib.import_module(f".{_EXPORTS[name]}", __name__), name)
+        globals()[name] = value
+        return value
     raise AttributeError(f"module 'sim' has no attribute {name!r}")
 
 

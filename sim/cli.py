@@ -63,7 +63,7 @@ def cmd_simulate(args: argparse.Namespace) -> int:
     from sweeps.atomic import check_writable_target, write_json_atomic
 
     from .config import load_arch
-    from .simulate import simulate
+    from .simulation import simulate
 
     if args.hidden < 1 or args.layers < 1:
         raise ValueError(f"--hidden and --layers must be >= 1 (got {args.hidden}, {args.layers})")

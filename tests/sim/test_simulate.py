@@ -9,7 +9,7 @@ from simtest_helpers import arch_with, random_graph
 
 from model.quant import PrecisionConfig
 from sim import SimReport, simulate
-from sim.simulate import run_phases
+from sim.simulation import run_phases
 from sim.workload import build_phases, model_layers
 
 REQUIRED = {"cycles", "energy_pj", "fp32_cycles", "fp32_energy_pj", "speedup_vs_fp32",
