@@ -206,25 +206,19 @@ def build_parser() -> argparse.ArgumentParser:
     p.set_defaults(func=cmd_datasets)
 
     # -- demo
+    from .demo_pipeline import add_demo_arguments
+
     p = sub.add_parser(
         "demo",
-        help="demo job: Cora, 2-layer GCN at FP32/INT8/INT4/INT2",
-        description="Quantization-aware training of a 2-layer GCN on Cora at FP32, INT8, INT4 "
-                    "and INT2; prints a Markdown table and writes OUT/summary.json and "
-                    "OUT/accuracy.md.",
+        help="main job: Cora GCN at FP32/INT8/INT4/INT2: train, export, verify RTL, simulate, report",
+        description="The main job, end to end on Cora with a 2-layer GCN at FP32, INT8, INT4 and "
+                    "INT2: quantization-aware training (a few seeds), golden-vector export, "
+                    "bit-exact RTL verification on Icarus (with cycles), cycle-level simulation "
+                    "against the FP32 chip, and a report folder (Markdown, PNG plots, CSV, "
+                    "Parquet, JSON). Fails loudly if any verification mismatches.",
         allow_abbrev=False,
     )
-    p.add_argument("--data-root", metavar="DIR", default=None, help=data_root_help)
-    p.add_argument("--seeds", type=_positive_int, default=3,
-                   help="seeds per bit width (default: %(default)s)")
-    p.add_argument("--out", metavar="DIR", default=os.path.join("reports", "demo"),
-                   help="report directory (default: %(default)s)")
-    p.add_argument("--epochs", type=_positive_int, default=None,
-                   help="training epochs (default: library default)")
-    p.add_argument("--threads", type=_positive_int, default=None,
-                   help="torch CPU threads (default: torch's default); 1 is often faster "
-                        "for small graphs on a busy machine")
-    p.add_argument("--quiet", "-q", action="store_true", help="no progress bars")
+    add_demo_arguments(p)
     p.set_defaults(func=cmd_demo)
     return parser
 
@@ -355,27 +349,9 @@ def cmd_datasets(args: argparse.Namespace) -> int:
 
 
 def cmd_demo(args: argparse.Namespace) -> int:
-    from .atomic import check_writable_target
-    from .demo import DEMO_BITS, DEMO_DATASET, run_demo
+    from .demo_pipeline import cmd_demo as run
 
-    out = Path(args.out)
-    check_writable_target(out / "summary.json")
-    _set_threads(args)
-    labels = ", ".join("FP32" if b == 32 else f"INT{b}" for b in DEMO_BITS)
-    print(f"qgnn demo: {DEMO_DATASET}, 2-layer GCN at {labels}, {args.seeds} seed(s) each",
-          flush=True)
-    result = run_demo(
-        out, data_root=_data_root(args), seeds=args.seeds, epochs=args.epochs,
-        progress=not args.quiet,
-        meta={"qgnn_version": qgnn_version(), "command": args.command_line},
-        log=lambda line: print(line, flush=True),
-    )
-    print()
-    print(result.table)
-    print()
-    print(f"report: {result.markdown_path} (table), {result.summary_path} (JSON); "
-          f"total {result.total_time_s:.1f} s")
-    return 0
+    return run(args)
 
 
 # ----------------------------------------------------------------------------- entry point

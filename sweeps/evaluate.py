@@ -16,7 +16,6 @@ import importlib.util
 import math
 import os
 import time
-import tomllib
 from collections.abc import Mapping
 from pathlib import Path
 from typing import Any
@@ -24,12 +23,17 @@ from typing import Any
 __all__ = [
     "arch_defaults",
     "build_arch",
+    "configs_of",
+    "export_available",
+    "export_golden",
     "hw_available",
     "limit_threads",
     "load_data",
     "sim_available",
     "simulate",
+    "stage_cycles",
     "train_accuracy",
+    "verify_rtl",
 ]
 
 # ----------------------------------------------------------------------------- availability
@@ -50,8 +54,13 @@ def sim_available() -> bool:
 
 
 def hw_available() -> bool:
-    """True when the RTL verification entry point (``hw.verify``) is installed."""
-    return _has("hw", "verify")
+    """True when RTL verification (``hw.verify.verify_vectors``) is installed."""
+    return _has("hw.verify", "verify_vectors")
+
+
+def export_available() -> bool:
+    """True when the golden-vector export (``model.integer.export.export_vectors``) exists."""
+    return _has("model.integer.export", "export_vectors")
 
 
 def limit_threads(threads: int = 1) -> None:
@@ -93,6 +102,8 @@ def arch_defaults() -> dict[str, Any] | None:
     from sim.config import load_arch
 
     flat = _flatten(load_arch(None).to_dict())
+    # Area of the aggregation logic from `qgnn hw synth` figures (absent from the default chip).
+    flat.setdefault("area.synth_json", "")
     for alias, key in ARCH_ALIASES.items():
         flat[alias] = flat.get(key)
     flat[ARCH_FILE_KEY] = "default"
@@ -153,6 +164,21 @@ def load_data(name: str, data_root: str | os.PathLike[str] | None = None, split:
     return _load_cached(name, None if data_root is None else str(data_root), split)
 
 
+def configs_of(params: Mapping[str, Any]) -> tuple[Any, Any, Any]:
+    """``(ModelConfig, TrainConfig, PrecisionConfig)`` of resolved point parameters."""
+    from model.nn import ModelConfig
+    from model.quant import DegreeQuantConfig, PrecisionConfig
+    from model.train import TrainConfig
+
+    p = params
+    model_cfg = ModelConfig(name=p["model"], hidden=p["hidden"], layers=p["layers"],
+                            dropout=p["dropout"], k=p["k"], alpha=p["alpha"])
+    train_cfg = TrainConfig(epochs=p["epochs"], lr=p["lr"], weight_decay=p["weight_decay"],
+                            degree_quant=DegreeQuantConfig() if p["degree_quant"] else None,
+                            row_normalize=p["row_normalize"])
+    return model_cfg, train_cfg, PrecisionConfig.from_dict(p["precision"])
+
+
 def train_accuracy(params: Mapping[str, Any], data_root: str | None = None) -> dict[str, Any]:
     """Quantization-aware training of one model configuration over its seeds.
 
@@ -164,18 +190,11 @@ def train_accuracy(params: Mapping[str, Any], data_root: str | None = None) -> d
         :meth:`model.train.TrainSummary.to_dict` (accuracies in percent) plus
         ``train_wall_time_s`` (seconds, loading excluded).
     """
-    from model.nn import ModelConfig
-    from model.quant import DegreeQuantConfig, PrecisionConfig
-    from model.train import TrainConfig, train_seeds
+    from model.train import train_seeds
 
     p = params
     data = load_data(p["dataset"], data_root, int(p["split"]))
-    model_cfg = ModelConfig(name=p["model"], hidden=p["hidden"], layers=p["layers"],
-                            dropout=p["dropout"], k=p["k"], alpha=p["alpha"])
-    train_cfg = TrainConfig(epochs=p["epochs"], lr=p["lr"], weight_decay=p["weight_decay"],
-                            degree_quant=DegreeQuantConfig() if p["degree_quant"] else None,
-                            row_normalize=p["row_normalize"])
-    precision = PrecisionConfig.from_dict(p["precision"])
+    model_cfg, train_cfg, precision = configs_of(p)
     t0 = time.perf_counter()
     summary = train_seeds(data, str(p["dataset"]), model_cfg, precision, train_cfg,
                           list(p["seeds"]), progress=False)
@@ -232,16 +251,45 @@ def simulate(params: Mapping[str, Any], data_root: str | None = None) -> dict[st
     return out
 
 
-# ----------------------------------------------------------------------------- hw
+# ----------------------------------------------------------------------------- golden + hw
 
 
-def synth_area(bits: int, arch: Mapping[str, Any] | None = None) -> float:
-    """Area of the aggregation engine from synthesis figures (mm^2), if ``hw`` provides it.
+def export_golden(model: Any, data: Any, out: str | os.PathLike[str],
+                  source: Mapping[str, Any]) -> dict[str, Any]:
+    """Convert a trained model to the integer-only model, write its aggregation stages as a
+    golden vector set in ``out`` and compare integer and fake-quant predictions.
 
-    Returns ``NaN`` when no synthesis figures are available.
+    Returns ``{"path", "stages" (AggregationStage list), "agreement" (dict: prediction
+    agreement and test accuracies as fractions)}``.
     """
-    for mod_name, fn_name in (("hw", "area_mm2"), ("hw.synth", "area_mm2")):
-        if _has(mod_name, fn_name):
-            fn = getattr(importlib.import_module(mod_name), fn_name)
-            return float(fn(bits=bits, **dict(arch or {})))
-    return math.nan
+    from model.integer.compare import agreement
+    from model.integer.export import export_vectors
+
+    path, imodel, stages = export_vectors(model, data, Path(out), source=dict(source))
+    ag = agreement(model, imodel, data)
+    return {"path": Path(path), "stages": list(stages), "agreement": {
+        "prediction_agreement": float(ag.prediction_agreement),
+        "test_nodes": int(ag.test_nodes),
+        "integer_test_acc": float(ag.integer_test_acc),
+        "fake_quant_test_acc": float(ag.fake_quant_test_acc)}}
+
+
+def verify_rtl(vectors: str | os.PathLike[str], simulator: str = "icarus", pes: int = 4,
+               latency: int = 1) -> dict[str, Any]:
+    """Run a golden vector set on the RTL (``hw.verify.verify_vectors``).
+
+    Returns ``VerifyReport.to_dict()``: ``ok`` (every word equal, no overflow, cycles equal the
+    timing contract), ``mismatches`` (words), ``outputs_checked`` (words), ``rtl_cycles`` and
+    ``expected_cycles`` (clock cycles), and per-stage ``stages``.
+    """
+    from hw.verify import verify_vectors
+
+    return dict(verify_vectors(vectors, simulator=simulator, pes=pes, latency=latency).to_dict())
+
+
+def stage_cycles(stage: Any, pes: int = 4, latency: int = 1) -> int:
+    """The simulator's cycles for one aggregation stage with ideal memory (the setting of RTL
+    verification), which the timing contract says equal the RTL's (``sim.stage``)."""
+    from sim.stage import simulate_stage
+
+    return int(simulate_stage(stage, pes=pes, latency=latency).cycles)

@@ -130,7 +130,7 @@ def _short(v: Any) -> str:
 
 
 def _energy(r: Mapping[str, Any]) -> float:
-    v = r.get("energy_pj")
+    v: Any = r.get("energy_pj")
     return float(v) if _ok(v) else math.inf
 
 

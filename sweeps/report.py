@@ -14,10 +14,13 @@ order):
   std over seeds): ``test_acc_mean``, ``test_acc_std``, ``val_acc_mean``, ``val_acc_std``,
   ``train_wall_time_s`` (seconds of the training run that produced it, wherever it ran),
   ``accuracy_from_cache`` (read from ``cache/accuracy/`` instead of trained in this run);
-- simulation: ``cycles`` (clock cycles, the latency), ``energy_pj`` (pJ), ``fp32_cycles``,
-  ``fp32_energy_pj``, ``speedup_vs_fp32``, ``energy_ratio_vs_fp32``, ``roofline_cycles``,
-  ``dram_bytes`` (bytes), ``utilization``, ``area_mm2`` (mm^2) and one ``energy.<part>_pj``
-  column per part of the energy breakdown;
+- simulation (:func:`sweeps.evaluate.simulate`): ``cycles`` (clock cycles, the latency),
+  ``time_us``, ``energy_pj`` (pJ), ``fp32_cycles``, ``fp32_energy_pj`` (the same chip with FP32
+  arithmetic), ``speedup_vs_fp32``, ``energy_ratio_vs_fp32``, ``memory_ceiling_vs_fp32``
+  (ratios, FP32 / quantized), ``roofline_cycles``, ``roofline_pct``, ``dram_bytes_total``
+  (bytes), ``area_mm2``, ``fp32_area_mm2`` (mm^2), ``sim_run`` (``quantized`` or
+  ``fp32-counterpart``), and flattened tables: ``utilization.<unit>`` (fractions),
+  ``dram_bytes.<tensor>`` (bytes) and ``energy.<part>_pj`` (the energy breakdown, pJ);
 - Pareto marks: ``pareto_energy`` (accuracy vs energy) and ``pareto_latency`` (accuracy vs
   cycles), per dataset (see :mod:`sweeps.pareto`);
 - provenance: ``qgnn_version``, ``git_sha`` (``unknown`` outside a git checkout),
@@ -179,9 +182,9 @@ def point_row(rec: Mapping[str, Any], index: int | None = None) -> dict[str, Any
     if "fp32_area_mm2" not in sim and isinstance(sim.get("fp32"), Mapping):
         row["fp32_area_mm2"] = _num(sim["fp32"].get("area_mm2"))
     for key, prefix, suffix in SIM_TABLES:
-        table = sim.get(key)
-        if isinstance(table, Mapping):
-            for kk, vv in flatten(table).items():
+        values = sim.get(key)
+        if isinstance(values, Mapping):
+            for kk, vv in flatten(values).items():
                 row[f"{prefix}{kk}{suffix}"] = _num(vv)
     row["sim_run"] = sim.get("sim_run", "")
     row["qgnn_version"] = rec.get("qgnn_version", "unknown")

@@ -29,8 +29,10 @@ import fcntl
 import json
 import logging
 import os
+import signal
 import socket
 import sys
+import threading
 import time
 import traceback
 import uuid
@@ -43,7 +45,8 @@ from .atomic import write_json_atomic
 from .report import POINT_FORMAT, read_point
 from .spec import SweepPoint, SweepSpec
 
-__all__ = ["SweepResult", "default_workers", "run_sweep", "task_accuracy", "task_point"]
+__all__ = ["SweepResult", "dask_client", "default_workers", "read_events", "run_sweep",
+           "task_accuracy", "task_point", "write_outputs"]
 
 ACC_FORMAT = "qgnn-accuracy-cache/1"
 
@@ -213,8 +216,11 @@ def _read_cached_accuracy(path: Path, model_hash: str) -> dict[str, Any] | None:
 
 
 @contextlib.contextmanager
-def _client(scheduler: str | None, workers: int | None, log: Callable[[str], None],
-            n_tasks: int) -> Iterator[Any]:
+def dask_client(scheduler: str | None, workers: int | None, log: Callable[[str], None],
+                n_tasks: int) -> Iterator[Any]:
+    """A :class:`distributed.Client`: connected to ``scheduler``, or to a new local cluster of
+    ``workers`` (default: the available cores, at most ``n_tasks``) single-threaded worker
+    processes, closed on exit."""
     from distributed import Client, LocalCluster
 
     if scheduler is not None:
@@ -270,8 +276,20 @@ def _set_forkserver_preload() -> None:
 
     if sim_available():
         mods.append("sim")
-    if hasattr(ctx, "set_forkserver_preload"):
-        ctx.set_forkserver_preload(mods)
+    if not hasattr(ctx, "set_forkserver_preload"):
+        return
+    ctx.set_forkserver_preload(mods)
+    # Start the server with SIGINT ignored: workers forked from it inherit that, so Ctrl-C in a
+    # terminal (sent to the whole process group) stops only `qgnn sweep`, which then shuts the
+    # cluster down, instead of printing a traceback from every worker.
+    if threading.current_thread() is threading.main_thread():
+        from multiprocessing import forkserver
+
+        old = signal.signal(signal.SIGINT, signal.SIG_IGN)
+        try:
+            forkserver.ensure_running()
+        finally:
+            signal.signal(signal.SIGINT, old)
 
 
 def _close_quietly(client: Any, cluster: Any) -> None:
@@ -282,9 +300,9 @@ def _close_quietly(client: Any, cluster: Any) -> None:
         lg.setLevel(logging.CRITICAL)
     try:
         with contextlib.suppress(Exception):
-            client.close(timeout=10)
+            client.close(timeout=5)
         with contextlib.suppress(Exception):
-            cluster.close(timeout=10)
+            cluster.close(timeout=5)
     finally:
         for lg, lv in zip(loggers, levels, strict=True):
             lg.setLevel(lv)
@@ -304,6 +322,7 @@ def run_sweep(
     log: Callable[[str], None] | None = None,
     meta: Mapping[str, Any] | None = None,
     report: bool = True,
+    client: Any | None = None,
 ) -> SweepResult:
     """Evaluate every point of ``spec`` not already finished in ``out``; write the results.
 
@@ -318,6 +337,8 @@ def run_sweep(
         log: receives one-line messages (default: stderr).
         meta: extra provenance for the report (``command``).
         report: write results.csv/parquet, plots and report.md at the end (also after Ctrl-C).
+        client: an existing :class:`distributed.Client` to run on (left open); overrides
+            ``scheduler`` and ``workers``.
 
     Raises:
         OSError: ``out`` is not writable or is used by another running sweep; the scheduler
@@ -369,7 +390,7 @@ def run_sweep(
                 f"finished in {out_dir}, {len(pending)} to run")
             if pending:
                 _execute(spec, pending, out_dir, root, scheduler, workers, progress, say,
-                         events, result, version, sha)
+                         events, result, version, sha, client)
         except KeyboardInterrupt:
             result.interrupted = True
             events("run-interrupted", computed=result.computed)
@@ -393,7 +414,7 @@ def run_sweep(
 def _execute(spec: SweepSpec, pending: list[SweepPoint], out_dir: Path, root: str | None,
              scheduler: str | None, workers: int | None, progress: bool,
              say: Callable[[str], None], events: _Events, result: SweepResult,
-             version: str, sha: str) -> None:
+             version: str, sha: str, client: Any | None = None) -> None:
     from distributed import as_completed
     from tqdm.auto import tqdm
 
@@ -411,7 +432,9 @@ def _execute(spec: SweepSpec, pending: list[SweepPoint], out_dir: Path, root: st
             else:
                 to_train[p.model_hash] = p
     n_tasks = max(len(to_train), len(pending))
-    with _client(scheduler, workers, say, n_tasks) as client:
+    ctx = contextlib.nullcontext(client) if client is not None else dask_client(
+        scheduler, workers, say, n_tasks)
+    with ctx as client:
         acc_futs: dict[str, Any] = {}
         for i, (mh, p) in enumerate(to_train.items()):
             acc_futs[mh] = client.submit(task_accuracy, p.params, root, 1,
@@ -428,6 +451,11 @@ def _execute(spec: SweepSpec, pending: list[SweepPoint], out_dir: Path, root: st
         bar = tqdm(total=len(spec), initial=result.reused, desc="sweep", unit="pt",
                    disable=not progress, file=sys.stderr, dynamic_ncols=True)
         n_ok = n_err = 0
+        # distributed logs a spurious tornado callback error when Ctrl-C interrupts a wait;
+        # task errors reach us through the futures, so that logger stays quiet meanwhile.
+        tornado_log = logging.getLogger("tornado.application")
+        tornado_level = tornado_log.level
+        tornado_log.setLevel(logging.CRITICAL)
         try:
             for fut in as_completed([*acc_futs.values(), *point_futs]):
                 if fut.key in acc_by_key:
@@ -453,6 +481,7 @@ def _execute(spec: SweepSpec, pending: list[SweepPoint], out_dir: Path, root: st
             raise
         finally:
             bar.close()
+            tornado_log.setLevel(tornado_level)
 
 
 def _accuracy_of(p: SweepPoint, acc_futs: Mapping[str, Any],
@@ -541,7 +570,11 @@ def write_outputs(spec: SweepSpec, out: str | os.PathLike[str],
     from .report import varying_columns
 
     labels = [c for c in varying_columns(rows) if c not in ("bits", "precision.bits")]
-    paths.update(write_plots(rows, out_dir, label_columns=labels))
+    plots = write_plots(rows, out_dir, label_columns=labels)
+    for name, path in plots.items():  # a plot with nothing to show: no stale file either
+        if path is None:
+            (out_dir / f"{name}.png").unlink(missing_ok=True)
+    paths.update(plots)
     full_meta = {**meta, "created": _now()}
     paths["report"] = write_report(spec, rows, full_meta, paths, out_dir)
     return paths

@@ -253,12 +253,12 @@ class SweepPoint:
         p["seeds"] = ",".join(str(s) for s in p["seeds"])
         return flatten(p)
 
-    def describe(self, keys: tuple[str, ...] | None = None) -> str:
-        """Short label such as ``cora gcn int4 arch.pes=8``."""
+    def describe(self) -> str:
+        """Short label such as ``cora gcn int4 arch.aggregation.pes=8``."""
         p = self.params
         parts = [str(p["dataset"]), str(p["model"]), self.bits_label]
-        parts += [f"{k}={v}" for k, v in flatten({"arch": p["arch"]}).items()
-                  if isinstance(p["arch"], dict) and p["arch"]]
+        if p["arch"]:
+            parts += [f"{k}={v}" for k, v in flatten({"arch": p["arch"]}).items()]
         return " ".join(parts)
 
     def to_dict(self) -> dict[str, Any]:

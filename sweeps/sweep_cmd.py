@@ -59,6 +59,8 @@ def cmd_sweep(args: argparse.Namespace) -> int:
     from .runner import run_sweep
     from .spec import load_spec
 
+    if args.scheduler is not None and args.workers is not None:
+        raise ValueError("--workers sizes the local cluster; it cannot be used with --scheduler")
     spec = load_spec(args.spec)
     if args.dry_run:
         print(f"{args.spec}: {len(spec)} point(s), evaluate "

@@ -280,23 +280,6 @@ def test_datasets_lists_names_and_root(
     assert "raw files missing" in out
 
 
-def test_demo_short(
-    capsys: pytest.CaptureFixture[str], tmp_path: Path, data_root: Path
-) -> None:
-    out_dir = tmp_path / "report"
-    assert main(["demo", "--data-root", str(data_root), "--seeds", "1", "--epochs", "2",
-                 "--quiet", "--out", str(out_dir)]) == 0
-    out = capsys.readouterr().out
-    assert "| bits |" in out and "| FP32 |" in out and "| INT2 |" in out
-    assert str(out_dir / "accuracy.md") in out
-    summary = json.loads((out_dir / "summary.json").read_text())
-    assert [r["bits"] for r in summary["runs"]] == ["fp32", "int8", "int4", "int2"]
-    assert all(len(r["per_seed"]) == 1 for r in summary["runs"])
-    assert summary["dataset"] == "cora" and "qgnn_version" in summary
-    md = (out_dir / "accuracy.md").read_text()
-    assert md.startswith("# qgnn demo") and "| INT4 |" in md
-
-
 def test_cli_model_names_match_the_models() -> None:
     from model.names import MODEL_NAMES as cli_names
     from model.nn import MODEL_NAMES
