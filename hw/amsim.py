@@ -56,7 +56,7 @@ def run_amaranth(params: EngineParams, img: MemoryImage, latency: int = 1,
     result: dict = {}
 
     async def bench(ctx) -> None:
-        queues = {(k, p): deque() for k in tables for p in range(P)}
+        queues: dict[tuple[str, int], deque] = {(k, p): deque() for k in tables for p in range(P)}
         offering = {(k, p): False for k in tables for p in range(P)}
         outputs: dict[int, int] = {}
         dups: list[int] = []

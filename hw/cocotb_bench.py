@@ -19,6 +19,7 @@ from __future__ import annotations
 import random
 from collections import deque
 from dataclasses import dataclass, field
+from typing import Any
 
 from cocotb.clock import Clock
 from cocotb.triggers import ReadOnly, RisingEdge
@@ -60,7 +61,7 @@ class _Port:
     __slots__ = ("req_valid", "req_ready", "req_payload", "resp_valid", "resp_ready",
                  "resp_payload", "table", "queue", "offering", "w_ready", "w_valid")
 
-    def __init__(self, dut: object, kind: str, pe: int, table: list[int]) -> None:
+    def __init__(self, dut: Any, kind: str, pe: int, table: list[int]) -> None:
         self.req_valid = getattr(dut, port_signal(f"{kind}_req", pe, "valid"))
         self.req_ready = getattr(dut, port_signal(f"{kind}_req", pe, "ready"))
         self.req_payload = getattr(dut, port_signal(f"{kind}_req", pe, "payload"))
@@ -77,7 +78,7 @@ class _Port:
 class EngineBench:
     """Drives one ``qgnn_agg_engine`` instance; create once per cocotb test."""
 
-    def __init__(self, dut: object, params: EngineParams) -> None:
+    def __init__(self, dut: Any, params: EngineParams) -> None:
         self.dut = dut
         self.params = params
         self._clock_started = False

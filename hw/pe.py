@@ -17,9 +17,9 @@ somewhere to go, every stream has full backpressure, and with a memory of latenc
 max_latency`` that never stalls the PE takes one word per cycle with no gap between rows.
 
 Accumulation: the word of the first term of a column replaces the lane sums, later terms add to
-them (``acc_bits``-wide, exact for rows of up to ``max_terms`` terms); the last term's sums go to
-the :class:`~hw.requant.Requantizer`. A degree-0 row sends sums of 0 with ``n = 0`` and so emits
-``clamp(z_out)`` in every lane without reading memory.
+them (``acc_bits``-wide, exact for rows of up to ``max_terms`` terms); the last term's sums go
+to the requantization pipeline (:func:`~hw.requant.build_requant`). A degree-0 row sends sums of
+0 with ``n = 0`` and so emits ``clamp(z_out)`` in every lane without reading memory.
 """
 
 from __future__ import annotations
@@ -30,7 +30,7 @@ from amaranth.lib.fifo import SyncFIFO
 from amaranth.lib.wiring import In, Out
 
 from .params import EngineParams
-from .requant import Requantizer, word_layout
+from .requant import build_requant, word_layout
 from .walker import RowWalker, descriptor_layout, tag_layout
 
 
@@ -84,7 +84,6 @@ class AggregationPE(wiring.Component):
         prm = self.params
         depth = prm.fifo_depth
         tlay = tag_layout(prm)
-        wlay = word_layout(prm.bits, prm.lanes)
         W = self.words_per_row
 
         # ---- walker: descriptors, slots, index requests ----------------------------------
@@ -129,31 +128,31 @@ class AggregationPE(wiring.Component):
             ffifo.w_en.eq(self.feat_resp.valid),
             self.feat_resp.ready.eq(ffifo.w_rdy),
         ]
-        m.submodules.requant = rq = Requantizer(prm)
-        m.d.comb += rq.z_out.eq(self.z_out)
         t2 = data.View(tlay, t2fifo.r_data)
-        word = data.View(wlay, ffifo.r_data)
         have = Signal()
         fire3 = Signal()
+        en = Signal()      # requantizer advances
+        rq_valid = Signal()
         m.d.comb += [
             have.eq(t2fifo.r_rdy & (t2.deg0 | ffifo.r_rdy)),
-            rq.i.valid.eq(have & t2.last),
-            fire3.eq(have & (~t2.last | rq.i.ready)),
+            fire3.eq(have & (~t2.last | en)),
             t2fifo.r_en.eq(fire3),
             ffifo.r_en.eq(fire3 & ~t2.deg0),
-            rq.i.payload.nz.eq(t2.nz),
-            rq.i.payload.multiplier.eq(t2.multiplier),
-            rq.i.payload.shift.eq(t2.shift),
         ]
-        acc = Signal(data.ArrayLayout(unsigned(prm.acc_bits), prm.lanes))
+        # one register per lane (see hw.requant: no multi-lane processes in the Verilog)
+        sums = []
         for lane in range(prm.lanes):
+            acc = Signal(prm.acc_bits, name=f"acc{lane}", reset_less=True)  # reloaded by `first`
             s = Signal(prm.acc_bits, name=f"sum{lane}")
-            m.d.comb += [
-                s.eq(Mux(t2.first, 0, acc[lane]) + Mux(t2.deg0, 0, word[lane])),
-                rq.i.payload.acc[lane].eq(s),
-            ]
+            word = ffifo.r_data[lane * prm.bits:(lane + 1) * prm.bits]
+            m.d.comb += s.eq(Mux(t2.first, 0, acc) + Mux(t2.deg0, 0, word))
             with m.If(fire3):
-                m.d.sync += acc[lane].eq(s)
+                m.d.sync += acc.eq(s)
+            sums.append(s)
+        m.d.comb += rq_valid.eq(have & t2.last)
+        out_valid, out_word = build_requant(m, prm, en, rq_valid, sums, t2.nz, t2.multiplier,
+                                            t2.shift, self.z_out)
+        m.d.comb += en.eq(~out_valid | self.out.ready)
 
         # ---- output stream with addresses ------------------------------------------------
         out_w = Signal(prm.wpr_bits)
@@ -161,10 +160,9 @@ class AggregationPE(wiring.Component):
         out_addr = Signal(prm.addr_bits + 1)
         row_step = Signal(prm.addr_bits + prm.pes.bit_length())  # (P - 1) * W + 1
         m.d.comb += [
-            self.out.valid.eq(rq.o.valid),
-            self.out.payload.word.eq(rq.o.payload),
+            self.out.valid.eq(out_valid),
+            self.out.payload.word.eq(out_word),
             self.out.payload.addr.eq(out_addr),
-            rq.o.ready.eq(self.out.ready),
         ]
         with m.If(self.out.valid & self.out.ready):
             with m.If(out_w + 1 >= W):

