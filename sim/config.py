@@ -16,6 +16,10 @@ replaces the integer adders and multipliers by FP32 ones:
   16 INT2 / 4 INT4 / 1 INT8 operands a Bit Fusion element consumes per cycle), so the FP32 chip
   has the same wires; its multiply rate is 1/16 of the INT2 rate and 1/4 of the INT4 rate;
 - requantization becomes one FP32 multiply and one FP32 add per output value.
+
+Sparse input features (``[combination] sparse_input``, ``sparse_weights``) are handled by the
+same rule on both chips: the choice depends on the input's density, never on the bit width
+(``auto`` only falls back to the dense product when that one is faster on the chip at hand).
 """
 
 from __future__ import annotations
@@ -42,6 +46,8 @@ __all__ = [
     "DramConfig",
     "FP32_BITS",
     "SCALINGS",
+    "SPARSE_INPUT_MODES",
+    "SPARSE_WEIGHT_MODES",
     "BUFFER_NAMES",
     "dram_presets",
     "load_arch",
@@ -57,6 +63,14 @@ FP32_BITS = 32
 DATAFLOWS = ("aggregate-first", "combine-first", "auto")
 #: Combination-array throughput scaling rules.
 SCALINGS = ("bit-fusion", "bit-serial")
+#: How the first combination treats a sparse dataset input X: ``auto`` = as CSR when its density
+#: is at most ``model.nn.features.SPARSE_DENSITY`` (0.1) and that is not slower than the dense
+#: product; ``dense`` = always dense (the original model); ``sparse`` = always as CSR.
+SPARSE_INPUT_MODES = ("auto", "dense", "sparse")
+#: Where a sparse combination's weight rows come from: ``broadcast`` = the dense array's wires
+#: (one weight stream per column, shared by the R rows of a tile); ``per-row`` = a what-if with a
+#: weight port per array row (R times the weight wires; the extra ports are not priced).
+SPARSE_WEIGHT_MODES = ("broadcast", "per-row")
 #: On-chip buffers every chip has (sizes in KiB).
 BUFFER_NAMES = ("feature", "accumulator", "weight", "input", "index", "output")
 #: Energy and area tables are 45 nm.
@@ -163,6 +177,8 @@ class CombinationConfig:
         operand_bits: operand wire width per side (bits); must carry every mode's operands.
         requant_units: requantizers at the array output (output values per cycle).
         fp32_macs_per_pe: FP32 MACs per element per cycle on the FP32 counterpart.
+        sparse_input: :data:`SPARSE_INPUT_MODES` (how a sparse dataset input is combined).
+        sparse_weights: :data:`SPARSE_WEIGHT_MODES` (weight supply of the sparse combination).
     """
 
     rows: int = 32
@@ -173,6 +189,8 @@ class CombinationConfig:
     operand_bits: int = 32
     requant_units: int = 32
     fp32_macs_per_pe: float = 1.0
+    sparse_input: str = "auto"
+    sparse_weights: str = "broadcast"
 
 
 @dataclass(frozen=True)
@@ -300,6 +318,7 @@ class ArchConfig:
                 "rows": c.rows, "cols": c.cols, "scaling": c.scaling, "base_bits": c.base_bits,
                 "bits": list(c.bits), "operand_bits": c.operand_bits,
                 "requant_units": c.requant_units, "fp32_macs_per_pe": c.fp32_macs_per_pe,
+                "sparse_input": c.sparse_input, "sparse_weights": c.sparse_weights,
             },
             "buffers": {n: {"size_kib": b.size_kib, "banks": b.banks}
                         for n, b in self.buffers.items()},
@@ -349,7 +368,7 @@ _TOP_KEYS = ("name", "description", "clock_mhz", "technology_nm", "double_buffer
 _AGG_KEYS = ("pes", "word_width", "bits", "mult_bits", "sram_latency", "index_bits",
              "pointer_bits")
 _COMB_KEYS = ("rows", "cols", "scaling", "base_bits", "bits", "operand_bits", "requant_units",
-              "fp32_macs_per_pe")
+              "fp32_macs_per_pe", "sparse_input", "sparse_weights")
 _BUF_KEYS = ("size_kib", "banks")
 _DRAM_KEYS = ("preset", "bandwidth_gbps", "latency_ns", "pj_per_bit", "burst_bytes")
 _DATAFLOW_KEYS = ("default", "layers")
@@ -516,6 +535,10 @@ def _parse(raw: Mapping[str, Any], where: str) -> ArchConfig:
         scaling=scaling, base_bits=base, bits=cbits, operand_bits=opbits,
         requant_units=_int(c, "requant_units", 32, where, "combination", lo=1),
         fp32_macs_per_pe=_num(c, "fp32_macs_per_pe", 1.0, where, "combination"),
+        sparse_input=_choice(c, "sparse_input", "auto", SPARSE_INPUT_MODES, where,
+                             "combination"),
+        sparse_weights=_choice(c, "sparse_weights", "broadcast", SPARSE_WEIGHT_MODES, where,
+                               "combination"),
     )
 
     # -- buffers

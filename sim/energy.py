@@ -63,6 +63,11 @@ class EnergyTable:
         acc = 2 * max(act_bits, weight_bits) + math.ceil(math.log2(max(k, 2))) + 1
         return self.int_mult(act_bits, weight_bits) + self.int_add(acc)
 
+    def index_compare(self, width: int) -> float:
+        """One ``width``-bit index comparison (pJ) of the sparse combination's merge (rule
+        ``index_compare``: a comparison is a subtraction, priced as an add of that width)."""
+        return self.int_add(width)
+
     def requant(self, in_width: int, mult_bits: int, fp32: bool) -> float:
         """One requantized output value (pJ) (rule ``requant_int``/``requant_fp32``)."""
         if fp32:

@@ -21,6 +21,16 @@ through the requantizers), plus an ``R + C`` fill per pass. Weights are tiled ov
 columns (input rows re-read per tile) or over the reduction dimension (partial sums kept in
 the accumulator buffer or spilled), whichever moves fewer bytes.
 
+Sparse input (the dataset's X as CSR, ``[combination] sparse_input``): a row-wise product on
+the same array. A tile of R rows walks the sorted union ``U_t`` of its rows' column indices,
+``rate`` columns per cycle; each column's weight row enters on the dense dataflow's column
+wires and is shared by the R rows, and each row supplies its own value there (zero where it
+has none: that element's MAC is gated). A tile takes ``max(ceil(|U_t| / rate),
+ceil(R * C / requant_units))`` cycles per column tile (``per-row`` weights, a what-if:
+``ceil(max_i nnz_i / rate)``, the slowest row). X moves as values + 32-bit column indices +
+row pointers; plans (weights fit, m-tiled, k-tiled, row-blocked) are chosen by cycles, then
+bytes.
+
 DRAM and compute overlap through :func:`sim.timing.pipeline` (double buffering).
 """
 
@@ -37,7 +47,7 @@ from model.integer import rules
 from .config import FP32_BITS, ArchConfig
 from .energy import EnergyTable
 from .timing import T_fill, pe_finish, pe_kinds, pe_loads, pipeline
-from .workload import AggPhase, GemmPhase, Graph
+from .workload import SPARSE_DENSITY, AggPhase, GemmPhase, Graph, InputPattern, TileStats
 
 __all__ = ["PhaseResult", "SimulationError", "simulate_agg", "simulate_gemm"]
 
@@ -412,14 +422,57 @@ def simulate_gemm(ph: GemmPhase, arch: ArchConfig, et: EnergyTable, *,
                   root_onchip: bool = False, tiling: str | None = None) -> PhaseResult:
     """Simulate one combination phase.
 
+    The input is combined as CSR (:func:`_simulate_sparse_gemm`) when the phase carries the
+    dataset's sparsity pattern (``ph.input``), reads it from DRAM, and
+    ``arch.combination.sparse_input`` is ``sparse``, or ``auto`` with a density of at most
+    :data:`SPARSE_DENSITY` and no more cycles than the dense product; otherwise it is dense.
+
     Args:
         input_src: ``"dram"``, ``"stream"`` (rows arrive from a concurrent aggregation) or
             ``"chain"`` (rows come from the previous combination on chip).
         output_dst: ``"dram"``, ``"feature"`` (kept on chip for the next aggregation) or
             ``"chain"``.
         root_onchip: the root-term rows are in the feature buffer.
-        tiling: force ``fit``/``m``/``k`` (tests).
+        tiling: force ``fit``/``m``/``k`` (both), ``mk`` (dense) or ``row`` (sparse) (tests).
     """
+    mode = arch.combination.sparse_input
+    pat = ph.input if (input_src == "dram" and ph.root_k == 0) else None
+    if pat is None or mode == "dense":
+        return _mark_dense(_simulate_dense_gemm(ph, arch, et, input_src=input_src,
+                                                output_dst=output_dst,
+                                                root_onchip=root_onchip, tiling=tiling), pat)
+    if mode == "sparse":
+        sp = _simulate_sparse_gemm(ph, pat, arch, et, output_dst=output_dst, tiling=tiling)
+        if sp is None:
+            raise SimulationError(
+                f"{ph.name}: combination.sparse_input = 'sparse', but no sparse tiling fits "
+                f"the {arch.buffers['weight'].bytes} B weight buffer; use 'auto' or 'dense'")
+        return sp
+    dn = _mark_dense(_simulate_dense_gemm(ph, arch, et, input_src=input_src,
+                                          output_dst=output_dst, root_onchip=root_onchip,
+                                          tiling=tiling if tiling != "row" else None), pat)
+    if pat.density > SPARSE_DENSITY:
+        return dn
+    sp = _simulate_sparse_gemm(ph, pat, arch, et, output_dst=output_dst,
+                               tiling=tiling if tiling != "mk" else None)
+    if sp is not None and sp.cycles <= dn.cycles:
+        sp.info["dense_cycles"] = dn.cycles
+        return sp
+    dn.info["sparse_cycles"] = sp.cycles if sp is not None else None
+    return dn
+
+
+def _mark_dense(r: PhaseResult, pat: InputPattern | None) -> PhaseResult:
+    r.info["input_format"] = "dense"
+    if pat is not None:
+        r.info["input_density"] = pat.density
+    return r
+
+
+def _simulate_dense_gemm(ph: GemmPhase, arch: ArchConfig, et: EnergyTable, *,
+                         input_src: str, output_dst: str, root_onchip: bool,
+                         tiling: str | None) -> PhaseResult:
+    """The dense combination (every input value streamed and multiplied)."""
     c = arch.combination
     fp32 = FP32_BITS in (ph.act_bits, ph.weight_bits)
     rate = arch.macs_per_pe(ph.act_bits, ph.weight_bits)
@@ -586,4 +639,214 @@ def simulate_gemm(ph: GemmPhase, arch: ArchConfig, et: EnergyTable, *,
         info={"n": N, "k": K, "m": M, "macs_per_pe": rate,
               "array_utilization": macs / (busy * peak) if busy else 0.0,
               "input": input_src, "output": output_dst},
+    )
+
+
+# ---------------------------------------------------------------------- sparse combination
+
+
+def _sparse_tile_cycles(arch: ArchConfig, work: np.ndarray, nnz: np.ndarray, m: int,
+                        rate: float) -> tuple[np.ndarray, np.ndarray]:
+    """Cycles of each row tile over the column tiles covering ``m`` outputs: ``(busy,
+    balanced)``, float ``[tiles]``.
+
+    ``work`` is the reduction steps of a tile (union columns, or the longest row for per-row
+    weights); busy = ``sum_j max(ceil(work / rate), ceil(R * c_j / requant_units))``. Balanced
+    replaces ``work`` by the tile's non-zeros spread evenly over its R rows,
+    ``nnz / R``: the difference is the rows' idle slots (the load imbalance)."""
+    c = arch.combination
+    full, rest = divmod(m, c.cols)
+    cols = [c.cols] * full + ([rest] if rest else [])
+    mac = np.ceil(work.astype(np.float64) / rate)
+    even = np.ceil(nnz.astype(np.float64) / (c.rows * rate))
+    busy = np.zeros(work.shape, dtype=np.float64)
+    bal = np.zeros(work.shape, dtype=np.float64)
+    for cj in cols:
+        drain = float(ceil_div(c.rows * cj, c.requant_units))
+        busy += np.maximum(mac, drain)
+        bal += np.maximum(even, drain)
+    return busy, bal
+
+
+def _simulate_sparse_gemm(ph: GemmPhase, pat: InputPattern, arch: ArchConfig,
+                          et: EnergyTable, *, output_dst: str,
+                          tiling: str | None) -> PhaseResult | None:
+    """The combination of a sparse input read from DRAM as CSR (see the module docstring).
+
+    DRAM: X's values (``act_bits`` each, packed), ``index_bits`` column indices and
+    ``pointer_bits`` row pointers. Plans: ``weights fit`` (W in the weight buffer: X's CSR
+    streamed once); ``m-tiled`` (weight-column tiles; the CSR re-read per tile); ``k-tiled``
+    (weight-row tiles; X stored as one CSR per column block, so values and indices move once
+    and row pointers once per block; partial sums spilled when the accumulator buffer is too
+    small); ``row-blocked`` (row blocks whose partial sums fit, weights re-read per block).
+    The plan with the fewest cycles wins (ties: fewest bytes). Returns None when no plan
+    fits.
+    """
+    c = arch.combination
+    R = c.rows
+    per_row = c.sparse_weights == "per-row"
+    fp32 = FP32_BITS in (ph.act_bits, ph.weight_bits)
+    rate = arch.macs_per_pe(ph.act_bits, ph.weight_bits)
+    ab = FP32_BITS if fp32 else arch.comb_mode_bits(ph.act_bits)
+    wbits = FP32_BITS if fp32 else arch.comb_mode_bits(ph.weight_bits)
+    ob = ph.out_bits
+    N, K, M = ph.n, ph.k, ph.m
+    nnz = pat.nnz
+    ibits, pbits = arch.aggregation.index_bits, arch.aggregation.pointer_bits
+    val_bytes = float(ceil_div(nnz * ph.act_bits, 8))
+    idx_bytes = float(nnz * ibits / 8)
+    ptr_bytes = float((N + 1) * pbits / 8)
+    csr_bytes = val_bytes + idx_bytes + ptr_bytes
+    w_bytes = float(ceil_div(K * M * ph.weight_bits, 8))
+    out_bytes = float(N * ceil_div(M * ob, 8)) if output_dst == "dram" else 0.0
+    acc_bits = FP32_BITS if fp32 else 2 * max(ab, wbits) + math.ceil(math.log2(max(K, 2))) + 1
+    psum_bytes = float(N * ceil_div(M * acc_bits, 8))
+    fill = float(c.rows + c.cols)
+    full_w = arch.buffers["weight"].bytes
+    usable_w = arch.usable_bytes("weight")
+    acc_buf = arch.buffers["accumulator"].bytes
+
+    def work_of(st: TileStats) -> np.ndarray:
+        return st.row_max if per_row else st.union
+
+    def bytes_dict(vals: float, idx: float, ptr: float, w: float, psum: float) -> dict[str, float]:
+        d = _zero_bytes()
+        d["input_features"] = vals
+        d["indices"] = idx
+        d["row_pointers"] = ptr
+        d["weights"] = w
+        d["partial_sums"] = psum
+        d["outputs"] = out_bytes
+        return d
+
+    plans: list[_Plan] = []
+    st1 = pat.tile_stats(R)
+    if tiling in (None, "fit") and w_bytes <= full_w:
+        busy, bal = _sparse_tile_cycles(arch, work_of(st1)[:, 0], st1.nnz[:, 0], M, rate)
+        d = bytes_dict(val_bytes, idx_bytes, ptr_bytes, w_bytes, 0.0)
+        plans.append(_Plan("weights fit", np.array([busy.sum() + fill]),
+                           np.array([bal.sum() + fill]), np.array([w_bytes]),
+                           np.array([csr_bytes + out_bytes]), d, 0.0,
+                           {"col_passes": float(ceil_div(M, c.cols))}))
+    if not plans or tiling in ("m", "k", "row"):
+        col_bytes = ceil_div(K * ph.weight_bits, 8)
+        mt = usable_w // col_bytes
+        if tiling in (None, "m") and mt >= 1:
+            n_m = ceil_div(M, mt)
+            m_list = [mt] * (n_m - 1) + [M - mt * (n_m - 1)]
+            cyc = [_sparse_tile_cycles(arch, work_of(st1)[:, 0], st1.nnz[:, 0], m_, rate)
+                   for m_ in m_list]
+            pre = np.array([float(ceil_div(K * m_ * ph.weight_bits, 8)) for m_ in m_list])
+            stream = csr_bytes + out_bytes * np.array(m_list, dtype=np.float64) / M
+            d = bytes_dict(val_bytes * n_m, idx_bytes * n_m, ptr_bytes * n_m, float(pre.sum()),
+                           0.0)
+            plans.append(_Plan(f"m-tiled x{n_m}", np.array([b.sum() + fill for b, _ in cyc]),
+                               np.array([q.sum() + fill for _, q in cyc]), pre, stream, d,
+                               refetch=csr_bytes * (n_m - 1),
+                               extra={"col_passes": float(sum(ceil_div(m_, c.cols)
+                                                              for m_ in m_list))}))
+        row_bytes = ceil_div(M * ph.weight_bits, 8)
+        kt = usable_w // row_bytes
+        if tiling in (None, "k", "row") and kt >= 1 and ceil_div(K, kt) > 1:
+            n_k = ceil_div(K, kt)
+            stk = pat.tile_stats(R, kt)
+            k_list = [kt] * (n_k - 1) + [K - kt * (n_k - 1)]
+            pre_k = np.array([float(ceil_div(k_ * M * ph.weight_bits, 8)) for k_ in k_list])
+            busy_k, bal_k = _sparse_tile_cycles(arch, work_of(stk), stk.nnz, M, rate)
+            share = stk.nnz.sum(axis=0) / max(nnz, 1)  # non-zeros per column block
+            psum = 2 * (n_k - 1) * psum_bytes if psum_bytes > acc_buf else 0.0
+            if tiling in (None, "k"):
+                stream = ((val_bytes + idx_bytes) * share + ptr_bytes + psum / n_k
+                          + np.r_[np.zeros(n_k - 1), out_bytes])
+                d = bytes_dict(val_bytes, idx_bytes, ptr_bytes * n_k, float(pre_k.sum()), psum)
+                plans.append(_Plan(f"k-tiled x{n_k}", busy_k.sum(axis=0) + fill,
+                                   bal_k.sum(axis=0) + fill, pre_k, stream, d,
+                                   refetch=psum + ptr_bytes * (n_k - 1),
+                                   extra={"col_passes": float(ceil_div(M, c.cols)),
+                                          "n_k": float(n_k),
+                                          "psum_onchip": float(psum == 0.0)}))
+            nb_rows = acc_buf // ceil_div(M * acc_bits, 8) // R * R
+            if tiling in (None, "row") and nb_rows >= R and psum > 0:
+                per_blk = nb_rows // R
+                n_t = busy_k.shape[0]
+                n_b = ceil_div(n_t, per_blk)
+                pad = n_b * per_blk - n_t
+
+                def by_block(a: np.ndarray) -> np.ndarray:
+                    a = np.concatenate([a, np.zeros((pad, n_k))]) if pad else a
+                    return a.reshape(n_b, per_blk, n_k).sum(axis=1)
+
+                busy_b = (by_block(busy_k) + fill).ravel()
+                bal_b = (by_block(bal_k) + fill).ravel()
+                nnz_b = by_block(stk.nnz.astype(np.float64)).ravel() / max(nnz, 1)
+                rows_b = np.minimum(nb_rows, N - nb_rows * np.arange(n_b)).astype(np.float64)
+                ptr_b = np.repeat((rows_b + 1) * pbits / 8, n_k)
+                pre_b = np.tile(pre_k, n_b)
+                last = np.tile(np.r_[np.zeros(n_k - 1), 1.0], n_b) * np.repeat(rows_b / N, n_k)
+                stream = (val_bytes + idx_bytes) * nnz_b + ptr_b + out_bytes * last
+                d = bytes_dict(val_bytes, idx_bytes, float(ptr_b.sum()), float(pre_b.sum()), 0.0)
+                plans.append(_Plan(f"row-blocked {n_b}x{n_k}", busy_b, bal_b, pre_b, stream, d,
+                                   refetch=float(pre_b.sum()) - w_bytes
+                                   + float(ptr_b.sum()) - ptr_bytes,
+                                   extra={"col_passes": float(ceil_div(M, c.cols)),
+                                          "n_k": float(n_k), "psum_onchip": 1.0}))
+    if not plans:
+        return None
+
+    # ---------------------------------------------------------------- activity and energy
+    macs = float(nnz) * M
+    weight_rows = float(st1.nnz.sum() if per_row else st1.union.sum())
+    merge = 0 if (per_row or R == 1) else math.ceil(math.log2(R))
+    out_acc = float(N) * M * ob / 64 * (2 if output_dst == "dram" else 1)
+    dst_buf = {"feature": "feature", "chain": "input"}.get(output_dst, "output")
+    values = float(N) * M
+    rq_first = et.requant(acc_bits, REQUANT_MULT_BITS, fp32)
+    rq_more = et.requant(ob + FRAC_BITS, REQUANT_MULT_BITS, fp32)
+
+    def energy(plan: _Plan) -> dict[str, float]:
+        col_passes = plan.extra["col_passes"]
+        en: dict[str, float] = {}
+        en["combination.mac"] = macs * et.mac(ab, wbits, K)  # idle (zero) slots are gated
+        en["combination.index"] = float(nnz) * merge * col_passes * et.index_compare(ibits)
+        fills_in = (plan.dram["input_features"] + plan.dram["indices"]
+                    + plan.dram["row_pointers"]) / 8
+        csr_reads = col_passes * (float(nnz) * (ab + ibits) + (N + 1) * pbits) / 64
+        en["sram.input"] = _sram(et, arch, "input", csr_reads + fills_in, 64)
+        en["sram.weight"] = (_sram(et, arch, "weight", weight_rows * M * wbits / 64, 64)
+                             + _sram(et, arch, "weight", plan.dram["weights"] / 8, 64))
+        en[f"sram.{dst_buf}"] = (en.get(f"sram.{dst_buf}", 0.0)
+                                 + _sram(et, arch, dst_buf, out_acc, 64))
+        if plan.extra.get("psum_onchip"):
+            en["sram.accumulator"] = _sram(et, arch, "accumulator",
+                                           2 * (plan.extra["n_k"] - 1) * psum_bytes / 8, 64)
+        en["requantization"] = values * (rq_first + max(ph.post_requants - 1, 0) * rq_more)
+        en["dram"] = plan.total_bytes * 8 * arch.dram.pj_per_bit
+        return en
+
+    # Fewest cycles, then fewest bytes (the rule of the dataflow choice). Not the dense
+    # plans' bytes-first rule: the byte-minimal sparse plan can be several times slower
+    # (weight-column tiles narrower than the array). A minimum of cycle counts that each
+    # never grow with bandwidth never grows with bandwidth either.
+    plan = min(plans, key=lambda q: (q.cycles(arch), q.total_bytes))
+    total = plan.cycles(arch)
+    en = energy(plan)
+    busy = float(plan.compute.sum())
+    balanced = float(plan.balanced.sum())
+    npass = int(plan.compute.size)
+
+    peak = float(c.rows * c.cols * rate)
+    return PhaseResult(
+        layer=ph.layer, name=ph.name, kind="combine", engine="combination",
+        bits={"act": ph.act_bits, "weight": ph.weight_bits, "out": ph.out_bits,
+              "acc": acc_bits},
+        mode=f"csr {plan.mode}", passes=npass, compute=balanced, imbalance=busy - balanced,
+        dram_stall=max(0.0, total - busy), dram=plan.dram,
+        compulsory_bytes=plan.total_bytes - plan.refetch, energy=en,
+        ops=macs, peak_ops_per_cycle=peak,
+        info={"n": N, "k": K, "m": M, "macs_per_pe": rate,
+              "array_utilization": macs / (busy * peak) if busy else 0.0,
+              "input": "dram", "output": output_dst, "input_format": "csr",
+              "input_nnz": nnz, "input_density": pat.density,
+              "union_columns": int(st1.union.sum()), "weight_rows_read": weight_rows,
+              "sparse_weights": c.sparse_weights},
     )

@@ -57,7 +57,7 @@ NATIVE_ORDER = {"gcn": "combine-first", "gin": "aggregate-first", "sage": "aggre
 MAX_EXHAUSTIVE = 4
 ENERGY_COMPONENTS = ("dram", "sram.feature", "sram.index", "sram.accumulator", "sram.weight",
                      "sram.input", "sram.output", "aggregation.add", "combination.mac",
-                     "requantization")
+                     "combination.index", "requantization")
 
 
 @dataclass
@@ -121,7 +121,7 @@ class RunResult:
             "aggregation_lanes": self.engine_bound("aggregation") / cyc,
             "combination_macs": self.engine_bound("combination") / cyc,
             "aggregation_busy": math.fsum(p.compute + p.imbalance for p in agg) / cyc,
-            "combination_busy": math.fsum(p.compute for p in comb) / cyc,
+            "combination_busy": math.fsum(p.compute + p.imbalance for p in comb) / cyc,
             "dram_bandwidth": self.dram_bytes_total / (self.arch.bytes_per_cycle * cyc),
         }
 
@@ -242,7 +242,7 @@ def _choose_orders(shapes: list[Any], precision: PrecisionConfig, g: Graph, arch
     auto = [li for li in has_orders(shapes) if li not in fixed]
 
     def run(o: dict[int, str]) -> RunResult | None:
-        ph = build_phases(shapes, precision, g.num_nodes, o)
+        ph = build_phases(shapes, precision, g.num_nodes, o, g.input)
         if fp32:
             ph = fp32_phases(ph)
         try:
@@ -379,13 +379,13 @@ class SimReport:
 
 
 def format_table(rep: SimReport) -> str:
-    hdr = (f"{'chip':<6} {'phase':<18} {'tiling':<14} {'cycles':>10} {'compute':>10} "
+    hdr = (f"{'chip':<6} {'phase':<18} {'tiling':<20} {'cycles':>10} {'compute':>10} "
            f"{'stall':>9} {'imbal':>8} {'exposed':>10} {'DRAM KiB':>10} {'energy uJ':>10}")
     lines = [hdr, "-" * len(hdr)]
     for label, run in (("quant", rep.run), ("fp32", rep.fp32)):
         for p in run.phases:
             lines.append(
-                f"{label:<6} {p.name:<18} {p.mode:<14} {p.cycles:>10.0f} {p.compute:>10.0f} "
+                f"{label:<6} {p.name:<18} {p.mode:<20} {p.cycles:>10.0f} {p.compute:>10.0f} "
                 f"{p.dram_stall:>9.0f} {p.imbalance:>8.0f} {p.exposed:>10.0f} "
                 f"{p.dram_bytes / 1024:>10.1f} {p.energy_pj / 1e6:>10.3f}")
     d = rep.to_dict()

@@ -1,8 +1,10 @@
 """Workload: a graph (row lengths, edge endpoints) and a model as an ordered list of phases.
 
-A phase is one engine's pass over the whole graph: a combination (``GemmPhase``: a dense
+A phase is one engine's pass over the whole graph: a combination (``GemmPhase``: an
 ``N x K`` by ``K x M`` product on the MAC array) or an aggregation (``AggPhase``: a CSR sum of
-code rows on the aggregation engine). The list comes from the layer shapes of a model built by
+code rows on the aggregation engine). The first combination of a model, when it reads the
+dataset's input features X directly, carries X's sparsity pattern (:class:`InputPattern`) so
+that the engine can stream only X's non-zeros (see ``docs/sim.md``, sparse input). The list comes from the layer shapes of a model built by
 :func:`model.nn.build_model` and the per-role bit widths of a
 :class:`model.quant.PrecisionConfig`; the requantizations per value follow the integer model
 (:mod:`model.integer.convert`).
@@ -18,16 +20,148 @@ import numpy as np
 import torch
 
 from model.nn import ModelConfig, build_model
+from model.nn.features import SPARSE_DENSITY
 from model.nn.gcn_conv import QGCNConv
 from model.nn.gin_conv import QGINConv
 from model.nn.models import QConvStack, QDecoupled, QuantGNN
 from model.nn.sage_conv import QSAGEConv
 from model.quant import PrecisionConfig
 
-__all__ = ["AggPhase", "GemmPhase", "Graph", "Phase", "build_phases", "graph_from_data",
-           "model_layers"]
+__all__ = ["AggPhase", "GemmPhase", "Graph", "InputPattern", "Phase", "SPARSE_DENSITY",
+           "TileStats", "build_phases", "graph_from_data", "model_layers"]
 
 FP32 = 32
+#: Largest (row tile x column) bitmap :meth:`InputPattern.tile_stats` builds (entries);
+#: beyond it the union counts come from ``np.unique``.
+MAX_UNION_BITMAP = 1 << 26
+
+
+@dataclass(frozen=True)
+class TileStats:
+    """Per (row tile, column block) counts of a sparse input, each int64 ``[tiles, blocks]``.
+
+    Row tile ``t`` holds rows ``t*R .. t*R + R - 1``; column block ``b`` holds columns
+    ``b*kt .. b*kt + kt - 1`` (one block when the reduction is not tiled).
+
+    Attributes:
+        union: distinct column indices among the tile's non-zeros in the block.
+        nnz: non-zeros of the tile in the block.
+        row_max: the largest number of non-zeros of one row of the tile in the block.
+    """
+
+    union: np.ndarray
+    nnz: np.ndarray
+    row_max: np.ndarray
+
+
+class InputPattern:
+    """Sparsity pattern (CSR without values) of an ``[N, K]`` input feature matrix.
+
+    Built from a dense matrix (:meth:`from_dense`: keeps a reference and extracts the CSR only
+    when a sparse combination needs it) or from CSR arrays (:meth:`from_csr`). Column indices
+    are sorted within each row.
+    """
+
+    def __init__(self, num_rows: int, num_cols: int, nnz: int, *,
+                 indptr: np.ndarray | None = None, indices: np.ndarray | None = None,
+                 dense: Any = None) -> None:
+        if num_rows < 0 or num_cols < 1 or not 0 <= nnz <= num_rows * num_cols:
+            raise ValueError(f"invalid input pattern: {num_rows} x {num_cols} with {nnz} "
+                             "non-zeros")
+        self.num_rows = int(num_rows)
+        self.num_cols = int(num_cols)
+        self.nnz = int(nnz)
+        self._indptr = indptr
+        self._indices = indices
+        self._dense = dense
+        self._cache: dict[Any, Any] = {}
+
+    @classmethod
+    def from_dense(cls, x: Any) -> InputPattern:
+        """The pattern of a dense 2-D ``torch.Tensor`` or array (zeros are the implicit
+        entries)."""
+        if isinstance(x, torch.Tensor):
+            if x.layout != torch.strided:
+                x = x.to_dense()
+            nnz = int(torch.count_nonzero(x))
+        else:
+            x = np.asarray(x)
+            nnz = int(np.count_nonzero(x))
+        if x.ndim != 2:
+            raise ValueError(f"input features must be 2-D, got shape {tuple(x.shape)}")
+        return cls(int(x.shape[0]), int(x.shape[1]), nnz, dense=x)
+
+    @classmethod
+    def from_csr(cls, num_rows: int, num_cols: int, indptr: Any, indices: Any) -> InputPattern:
+        """A pattern from CSR row pointers ``[N + 1]`` and column indices ``[nnz]``."""
+        ip = np.asarray(indptr, dtype=np.int64)
+        ix = np.asarray(indices, dtype=np.int64)
+        if ip.shape != (num_rows + 1,) or ip[0] != 0 or ip[-1] != ix.size or np.any(
+                np.diff(ip) < 0):
+            raise ValueError("indptr must be non-decreasing [N + 1] from 0 to len(indices)")
+        if ix.size and (ix.min() < 0 or ix.max() >= num_cols):
+            raise ValueError(f"column indices outside [0, {num_cols})")
+        rows = np.repeat(np.arange(num_rows, dtype=np.int64), np.diff(ip))
+        key = rows * num_cols + ix
+        if key.size > 1 and not bool(np.all(key[1:] > key[:-1])):
+            raise ValueError("column indices must be sorted and unique within each row")
+        return cls(num_rows, num_cols, int(ix.size), indptr=ip, indices=ix)
+
+    @property
+    def density(self) -> float:
+        """Fraction of non-zero entries."""
+        total = self.num_rows * self.num_cols
+        return self.nnz / total if total else 0.0
+
+    def csr(self) -> tuple[np.ndarray, np.ndarray]:
+        """``(indptr int64 [N + 1], indices int64 [nnz])``."""
+        if self._indptr is None:
+            x = self._dense
+            nz = (x != 0).cpu().numpy() if isinstance(x, torch.Tensor) else (x != 0)
+            rows, cols = np.nonzero(nz)  # row-major: columns sorted within rows
+            counts = np.bincount(rows, minlength=self.num_rows)
+            self._indptr = np.concatenate([[0], np.cumsum(counts)]).astype(np.int64)
+            self._indices = cols.astype(np.int64)
+            self._dense = None
+        assert self._indices is not None
+        return self._indptr, self._indices
+
+    def row_nnz(self) -> np.ndarray:
+        """Non-zeros per row, int64 ``[N]``."""
+        return np.diff(self.csr()[0])
+
+    def tile_stats(self, rows: int, k_block: int | None = None) -> TileStats:
+        """Counts per tile of ``rows`` rows and block of ``k_block`` columns (None: all)."""
+        kt = self.num_cols if k_block is None else int(k_block)
+        key = (int(rows), kt)
+        if key not in self._cache:
+            indptr, cols = self.csr()
+            n_t = -(-self.num_rows // rows)
+            n_b = -(-self.num_cols // kt)
+            row = np.repeat(np.arange(self.num_rows, dtype=np.int64), np.diff(indptr))
+            tile = row // rows
+            blk = cols // kt
+            nnz = np.bincount(tile * n_b + blk, minlength=n_t * n_b)
+            if n_t * self.num_cols <= MAX_UNION_BITMAP:  # a (tile, column) bitmap
+                mark = np.zeros(n_t * n_b * kt, dtype=bool)
+                mark[(tile * n_b + blk) * kt + cols % kt] = True
+                union = mark.reshape(n_t * n_b, kt).sum(axis=1)
+            else:
+                pairs = np.unique(tile * self.num_cols + cols)
+                union = np.bincount((pairs // self.num_cols) * n_b
+                                    + (pairs % self.num_cols) // kt, minlength=n_t * n_b)
+            per_row = np.bincount(row * n_b + blk, minlength=self.num_rows * n_b)
+            per_row = np.concatenate([per_row, np.zeros(n_t * rows * n_b - per_row.size,
+                                                        dtype=per_row.dtype)])
+            row_max = per_row.reshape(n_t, rows, n_b).max(axis=1)
+            self._cache[key] = TileStats(union.reshape(n_t, n_b).astype(np.int64),
+                                         nnz.reshape(n_t, n_b).astype(np.int64),
+                                         row_max.astype(np.int64))
+        return self._cache[key]
+
+    def __repr__(self) -> str:
+        return (f"InputPattern({self.num_rows} x {self.num_cols}, nnz={self.nnz}, "
+                f"density={self.density:.4g})")
 
 
 @dataclass
@@ -41,6 +175,7 @@ class Graph:
         in_degree: in-degree without self-loop, int64 ``[N]``.
         num_features: input feature width.
         num_classes: output width.
+        input: sparsity pattern of the input features X (None: unknown, treated as dense).
     """
 
     name: str
@@ -50,6 +185,7 @@ class Graph:
     in_degree: np.ndarray
     num_features: int
     num_classes: int
+    input: InputPattern | None = field(default=None, repr=False, compare=False)
     _cache: dict[Any, Any] = field(default_factory=dict, repr=False)
 
     @property
@@ -96,8 +232,11 @@ def graph_from_data(data: Any, name: str | None = None) -> Graph:
     if nc is None:
         y = getattr(data, "y", None)
         nc = int(y.max()) + 1 if y is not None and len(y) else 2
-    return graph_from_arrays(name or str(getattr(data, "name", "graph")), n, ei[0], ei[1],
-                             nf, int(nc))
+    g = graph_from_arrays(name or str(getattr(data, "name", "graph")), n, ei[0], ei[1],
+                          nf, int(nc))
+    if x is not None and getattr(x, "ndim", 0) == 2 and int(x.shape[0]) == n:
+        g.input = InputPattern.from_dense(x)
+    return g
 
 
 # ----------------------------------------------------------------------------- phases
@@ -110,7 +249,8 @@ class GemmPhase:
     Bits are per tensor (32 = FP32). ``post_requants`` requantizations follow every output
     value (integer model). The last ``root_k`` of the ``k`` input columns are not streamed from
     the previous phase but read per row from the layer input (``root_bits`` wide; SAGE's root
-    term ``x_i`` when aggregate-first)."""
+    term ``x_i`` when aggregate-first). ``input`` is the sparsity pattern of the streamed input
+    when it is the dataset's X (first combination of the model), else None (dense)."""
 
     layer: int
     name: str
@@ -124,6 +264,7 @@ class GemmPhase:
     root_k: int = 0
     root_bits: int = 0
     kind: str = "combine"
+    input: InputPattern | None = field(default=None, repr=False, compare=False)
 
 
 @dataclass
@@ -271,8 +412,14 @@ def layer_phases(shape: LayerShape, precision: PrecisionConfig, n: int, order: s
 
 
 def build_phases(shapes: list[LayerShape], precision: PrecisionConfig, n: int,
-                 orders: dict[int, str]) -> list[Phase]:
-    """All phases of a model, layer by layer (``orders``: dataflow per layer index)."""
+                 orders: dict[int, str], input_pattern: InputPattern | None = None
+                 ) -> list[Phase]:
+    """All phases of a model, layer by layer (``orders``: dataflow per layer index).
+
+    ``input_pattern`` (the dataset's X) is attached to the first phase when that phase is a
+    combination streaming X itself (combine-first first layer, MLP first layer); an
+    aggregate-first first layer reads X dense, as the integer model does
+    (``model.nn.features.densify``)."""
     phases: list[Phase] = []
     teleport_bits = 0
     for s in shapes:
@@ -280,6 +427,14 @@ def build_phases(shapes: list[LayerShape], precision: PrecisionConfig, n: int,
             teleport_bits = _bits(precision, s.index, "update")
         phases.extend(layer_phases(s, precision, n, orders.get(s.index, "combine-first"),
                                    teleport_bits))
+    if input_pattern is not None and phases:
+        first = phases[0]
+        if isinstance(first, GemmPhase) and first.layer == 0 and first.root_k == 0:
+            if (input_pattern.num_rows, input_pattern.num_cols) != (n, first.k):
+                raise ValueError(
+                    f"input pattern is {input_pattern.num_rows} x {input_pattern.num_cols}, "
+                    f"the first combination reads {n} x {first.k}")
+            phases[0] = replace(first, input=input_pattern)
     return phases
 
 

@@ -43,20 +43,32 @@ def test_report_keys_and_consistency(cora_reports) -> None:
         assert 0 < d["area_mm2"] < d["fp32"]["area_mm2"]
 
 
-def test_cora_gcn_structure(cora_reports) -> None:
+def test_cora_gcn_structure(cora_reports, cora) -> None:
     d = cora_reports[4].to_dict()
     assert [r["phase"] for r in d["layers"]] == ["layer0.combine", "layer0.aggregate",
                                                  "layer1.combine", "layer1.aggregate"]
-    # INT4: the 1433-wide input is streamed once, 4 bits per feature, 717 bytes per row.
-    assert d["dram_bytes"]["input_features"] == 2708 * 717
-    # indices: every term (10556 edges + 2708 self-loops) once per aggregation, 32 bits each
-    assert d["dram_bytes"]["indices"] == 2 * 13264 * 4
+    # INT4, sparse input (default): Cora's X (density 1.27%) streams as CSR: 49216 values of
+    # 4 bits, 32-bit column indices, 2709 32-bit row pointers.
+    assert d["layers"][0]["input_format"] == "csr"
+    assert d["dram_bytes"]["input_features"] == 49216 * 4 // 8
+    # indices: every term (10556 edges + 2708 self-loops) once per aggregation, 32 bits each,
+    # plus X's column indices
+    assert d["dram_bytes"]["indices"] == 2 * 13264 * 4 + 49216 * 4
+    assert d["layers"][0]["dram_bytes_by_tensor"]["row_pointers"] == 2709 * 4
+    # The dense product (sparse_input = "dense"): the 1433-wide input is streamed once, 4 bits
+    # per feature, 717 bytes per row.
+    dense = simulate(cora, "gcn", 4, arch=arch_with(combination__sparse_input="dense")).to_dict()
+    assert dense["layers"][0]["input_format"] == "dense"
+    assert dense["dram_bytes"]["input_features"] == 2708 * 717
+    assert dense["dram_bytes"]["indices"] == 2 * 13264 * 4
+    assert dense["fp32"]["dram_bytes"]["input_features"] == 2708 * 1433 * 4
     # layer-0 aggregation: the combination left its output in the feature buffer
     agg0 = d["layers"][1]
     assert agg0["input"] == "feature" and agg0["dram_bytes_by_tensor"]["features"] == 0
     assert agg0["words_per_row"] == 4 and agg0["lanes"] == 16
-    # the FP32 twin reads the input at 4 bytes per feature
-    assert d["fp32"]["dram_bytes"]["input_features"] == 2708 * 1433 * 4
+    # the FP32 twin reads X's non-zeros at 4 bytes each (at least once)
+    assert d["fp32"]["layers"][0]["input_format"] == "csr"
+    assert d["fp32"]["dram_bytes"]["input_features"] % (49216 * 4) == 0
 
 
 def test_fewer_bits_faster_and_cheaper(cora_reports) -> None:
