@@ -51,8 +51,8 @@ def test_agreement_on_cora(cora: Any, name: str, bits: int) -> None:
     assert ag.test_nodes == 1000
     assert ag.prediction_agreement >= 0.995, ag
     assert ag.acc_diff_points <= 0.3, ag
-    # the outputs vary, so agreement is not between two constant predictors
-    assert len(np.unique(im.forward(model_input(cora)))) > 2
+    # the predictions vary, so agreement is not between two constant predictors
+    assert len(np.unique(im.predict(model_input(cora)))) > 1
 
 
 @pytest.mark.parametrize("name", ["gcn", "sage"])
@@ -73,7 +73,9 @@ def test_trace_lists_every_role_in_dataflow_order(cora: Any) -> None:
     names = [r.tensor for r in rows]
     assert names.index("convs.0.q.output") < names.index("convs.0.q.message") \
         < names.index("convs.0.q.aggregate") < names.index("convs.1.q.update")
-    assert all(r.max_diff_steps < 1.5 for r in rows), format_trace(rows)
+    # float32 fake quant and exact integers may round a near-tie differently: rare, and then
+    # by one step (which a coarser downstream step can turn into two)
+    assert all(r.frac_differing < 1e-3 and r.max_diff_steps <= 3 for r in rows), format_trace(rows)
     assert "max |int-fake| (steps)" in format_trace(rows)
 
 
