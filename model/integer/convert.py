@@ -136,6 +136,28 @@ class IntLayer:
     def forward(self, *inputs: Any) -> np.ndarray:  # pragma: no cover - abstract
         raise NotImplementedError
 
+    # set by layers that aggregate
+    msg: QParams
+    agg_q: QParams
+    agg: AggregationSpec
+    inp: InputRequant
+    rq_msg: Requant
+
+    def _aggregate(self, m: np.ndarray) -> np.ndarray:
+        """Run the aggregation stage on message codes; record the stage and its output."""
+        a, st = self.agg.run(m)
+        self.stages.append(st)
+        return self._rec(self.agg_q, a)
+
+    def _aggregate_input(self, x: Any) -> tuple[np.ndarray, np.ndarray]:
+        """Aggregate-first layers (GIN, SAGE): input codes -> messages -> aggregate codes.
+        Returns the centred input codes and the aggregate codes."""
+        self.stages = []
+        xc = _densify_centred(self.inp(x))
+        self._rec(self.inp.target, xc + self.inp.target.zero)
+        m = self._rec(self.msg, self.rq_msg(xc))
+        return xc, self._aggregate(m)
+
     def _rec(self, qp: QParams, codes: np.ndarray) -> np.ndarray:
         self.trace[qp.name] = (codes, qp)
         return codes
@@ -203,9 +225,7 @@ class IntGCN(IntLayer):
         self._rec(self.wq, self.w)
         o = self._rec(self.out, self.rq_out(int_matmul(xc, self.w)))
         m = self._rec(self.msg, self.rq_msg(self.out.centred(o)))
-        a, st = self.agg.run(m)
-        self.stages.append(st)
-        self._rec(self.agg_q, a)
+        a = self._aggregate(m)
         return self._rec(self.upd, self.rq_upd(self.agg_q.centred(a)))
 
 
@@ -237,13 +257,7 @@ class IntGIN(IntLayer):
                                     relu=_act_is_relu(conv.act, name))
 
     def forward(self, x: Any) -> np.ndarray:
-        self.stages = []
-        xc = _densify_centred(self.inp(x))
-        self._rec(self.inp.target, xc + self.inp.target.zero)
-        m = self._rec(self.msg, self.rq_msg(xc))
-        a, st = self.agg.run(m)
-        self.stages.append(st)
-        self._rec(self.agg_q, a)
+        _, a = self._aggregate_input(x)
         self._rec(self.wq1, self.w1)
         h = self._rec(self.out, self.rq_out(int_matmul(self.agg_q.centred(a), self.w1)))
         x2 = self._rec(self.in2, self.rq_in2(self.out.centred(h)))
@@ -278,13 +292,7 @@ class IntSAGE(IntLayer):
                                     relu=_act_is_relu(conv.act, name))
 
     def forward(self, x: Any) -> np.ndarray:
-        self.stages = []
-        xc = _densify_centred(self.inp(x))
-        self._rec(self.inp.target, xc + self.inp.target.zero)
-        m = self._rec(self.msg, self.rq_msg(xc))
-        a, st = self.agg.run(m)
-        self.stages.append(st)
-        self._rec(self.agg_q, a)
+        xc, a = self._aggregate_input(x)
         self._rec(self.wql, self.wl)
         self._rec(self.wqr, self.wr)
         acc_l = int_matmul(self.agg_q.centred(a), self.wl)
@@ -336,9 +344,7 @@ class IntPropagation(IntLayer):
     def forward(self, z: np.ndarray, h: np.ndarray) -> np.ndarray:  # type: ignore[override]
         self.stages = []
         m = self._rec(self.msg, self.rq_msg(self.prev.centred(z)))
-        a, st = self.agg.run(m)
-        self.stages.append(st)
-        self._rec(self.agg_q, a)
+        a = self._aggregate(m)
         return self._rec(self.upd, self.rq_upd(self.agg_q.centred(a), self.teleport.centred(h)))
 
 
