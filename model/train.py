@@ -1,4 +1,25 @@
-"""Quantization-aware training with per-seed model selection on validation accuracy."""
+"""Quantization-aware training with per-seed model selection on validation accuracy.
+
+The default recipe (what ``qgnn train`` and ``benchmarks/accuracy.py`` run):
+
+* Adam, learning rate 0.01, weight decay 5e-3 on weights and biases (none on quantizer
+  parameters), 200 full-batch epochs, raw (not row-normalised) features;
+* every quantizer calibrated by one evaluation-mode forward pass before training
+  (:func:`calibrate`);
+* quantizer parameters (LSQ log-steps and offsets, QLR α) in their own Adam group with a tiny
+  ``eps``: Adam is invariant to a constant gradient scale except through ``eps``, and LSQ's
+  gradient scale ``1/sqrt(n Qp)`` times small activations gives gradients of 1e-9..1e-13,
+  below Adam's default ``eps`` of 1e-8, which then froze those step sizes;
+* quantized models are distilled from an FP32 teacher (:func:`teacher_logits`): the same
+  architecture and recipe trained in FP32 from the same seed on the same training labels,
+  its epoch chosen on validation accuracy. The student minimises cross-entropy on the
+  training labels plus ``distill * T^2 * KL(teacher_T || student_T)`` over all nodes
+  (temperature ``T``). No validation or test label is used for training; the teacher of seed
+  ``s`` is exactly the FP32 model of seed ``s`` (the FP32 column of the accuracy table).
+
+Each seed's reported epoch is the one with the best validation accuracy (ties: lower
+validation loss); test accuracy is only read at that epoch.
+"""
 
 from __future__ import annotations
 
@@ -6,7 +27,7 @@ import copy
 import statistics
 import time
 from collections.abc import Callable, Sequence
-from dataclasses import asdict, dataclass, field
+from dataclasses import asdict, dataclass, field, replace
 from typing import Any
 
 import torch
@@ -19,28 +40,36 @@ from .nn.models import ModelConfig, QuantGNN, build_model
 from .quant.degree_quant import DegreeQuantConfig
 from .quant.precision import PrecisionConfig
 
+#: Adam ``eps`` of the quantizer-parameter group (see the module docstring).
+QUANT_ADAM_EPS = 1e-20
+
 
 @dataclass(frozen=True)
 class TrainConfig:
-    """Optimisation settings.
+    """Optimisation settings (defaults: the documented recipe above).
 
     Attributes:
         epochs: training epochs (full-batch steps).
         lr: Adam learning rate for weights.
-        weight_decay: L2 penalty on weights (never on quantizer parameters).
-        quant_lr: learning rate of quantizer parameters (step sizes, offsets, α); ``None``
-            means ``lr``.
+        weight_decay: L2 penalty on weights and biases (never on quantizer parameters).
+        quant_lr: learning rate of quantizer parameters (LSQ log-steps and offsets, QLR α);
+            ``None`` means ``lr``.
         degree_quant: Degree-Quant protective masking, or ``None``.
         row_normalize: divide each node's features by their sum (Kipf & Welling's
             preprocessing) before training; rows summing to 0 are left unchanged.
+        distill: weight of the distillation term for quantized models (0 disables it; FP32
+            models never distil).
+        distill_temperature: softmax temperature ``T`` of the distillation term.
     """
 
     epochs: int = 200
     lr: float = 0.01
-    weight_decay: float = 5e-4
+    weight_decay: float = 5e-3
     quant_lr: float | None = None
     degree_quant: DegreeQuantConfig | None = None
     row_normalize: bool = False
+    distill: float = 1.0
+    distill_temperature: float = 1.0
 
     def __post_init__(self) -> None:
         if self.epochs < 1:
@@ -49,10 +78,18 @@ class TrainConfig:
             raise ValueError("learning rates must be > 0")
         if self.weight_decay < 0:
             raise ValueError("weight_decay must be >= 0")
+        if self.distill < 0:
+            raise ValueError(f"distill must be >= 0, got {self.distill}")
+        if self.distill_temperature <= 0:
+            raise ValueError(f"distill_temperature must be > 0, got {self.distill_temperature}")
 
     def to_dict(self) -> dict[str, Any]:
         d = asdict(self)
         return d
+
+    def teacher(self) -> TrainConfig:
+        """The teacher's settings: the same recipe without distillation or masking."""
+        return replace(self, distill=0.0, degree_quant=None)
 
 
 @dataclass
@@ -66,9 +103,11 @@ class SeedResult:
     train_acc: float
     train_time_s: float
     model: QuantGNN | None = field(default=None, repr=False)
+    teacher_val_acc: float | None = None
+    teacher_test_acc: float | None = None
 
     def to_dict(self) -> dict[str, Any]:
-        return {
+        d: dict[str, Any] = {
             "seed": self.seed,
             "best_epoch": self.best_epoch,
             "val_acc": self.val_acc,
@@ -76,6 +115,10 @@ class SeedResult:
             "train_acc": self.train_acc,
             "train_time_s": self.train_time_s,
         }
+        if self.teacher_val_acc is not None:
+            d["teacher_val_acc"] = self.teacher_val_acc
+            d["teacher_test_acc"] = self.teacher_test_acc
+        return d
 
 
 def accuracy(logits: Tensor, y: Tensor, mask: Tensor) -> float:
@@ -114,14 +157,62 @@ def calibrate(model: QuantGNN, data: Any) -> None:
 
 
 def make_optimizer(model: QuantGNN, cfg: TrainConfig) -> torch.optim.Optimizer:
-    """Adam with weight decay on weights only; quantizer parameters in their own group."""
+    """Adam with weight decay on weights only; quantizer parameters in their own group, without
+    weight decay and with ``eps`` = :data:`QUANT_ADAM_EPS` (LSQ's gradient scale then does not
+    freeze them; see the module docstring)."""
     groups: list[dict[str, Any]] = [
         {"params": model.weight_parameters(), "weight_decay": cfg.weight_decay, "lr": cfg.lr}
     ]
     qp = model.quant_parameters()
     if qp:
-        groups.append({"params": qp, "weight_decay": 0.0, "lr": cfg.quant_lr or cfg.lr})
+        groups.append({"params": qp, "weight_decay": 0.0, "lr": cfg.quant_lr or cfg.lr,
+                       "eps": QUANT_ADAM_EPS})
     return torch.optim.Adam(groups, foreach=True)
+
+
+def is_quantized(precision: PrecisionConfig) -> bool:
+    """True when any role of any configured layer is quantized (bits < 32)."""
+    return precision.label() != "fp32"
+
+
+@dataclass(frozen=True)
+class TeacherOutput:
+    """An FP32 teacher's logits on every node, and its accuracies (in [0, 1])."""
+
+    logits: Tensor
+    val_acc: float
+    test_acc: float
+
+
+def teacher_logits(
+    data: Any, model_cfg: ModelConfig, train_cfg: TrainConfig, seed: int
+) -> TeacherOutput:
+    """The FP32 teacher of ``seed``: :func:`train_one` at FP32 with
+    :meth:`TrainConfig.teacher` settings and the same seed, evaluated (eval mode) at its
+    validation-selected epoch. Cached on ``data`` per (model, settings, seed)."""
+    tcfg = train_cfg.teacher()
+    cache: dict[Any, TeacherOutput] = data.__dict__.setdefault("_qgnn_teachers", {})
+    key = (model_cfg, tcfg, seed)
+    hit = cache.get(key)
+    if hit is not None:
+        return hit
+    r = train_one(data, model_cfg, PrecisionConfig.uniform(32), tcfg, seed, keep_model=True)
+    assert r.model is not None
+    d = row_normalized(data) if tcfg.row_normalize else data
+    with torch.no_grad():
+        logits = r.model(cached_model_input(d), graph_ops(d)).detach()
+    out = TeacherOutput(logits, r.val_acc, r.test_acc)
+    cache[key] = out
+    return out
+
+
+def distillation_loss(student: Tensor, teacher: Tensor, temperature: float) -> Tensor:
+    """``T^2 * KL(softmax(teacher/T) || softmax(student/T))``, averaged over nodes."""
+    t = temperature
+    return F.kl_div(
+        F.log_softmax(student / t, dim=-1), F.log_softmax(teacher / t, dim=-1),
+        reduction="batchmean", log_target=True,
+    ) * (t * t)
 
 
 def train_one(
@@ -135,7 +226,11 @@ def train_one(
 ) -> SeedResult:
     """Train one model from ``seed``; return the metrics of the epoch with the best validation
     accuracy (ties broken by lower validation loss). With ``keep_model``, the returned result
-    holds the model with that epoch's weights (in eval mode)."""
+    holds the model with that epoch's weights (in eval mode). Quantized models with
+    ``train_cfg.distill > 0`` first get their FP32 teacher (:func:`teacher_logits`)."""
+    teacher: TeacherOutput | None = None
+    if train_cfg.distill > 0 and is_quantized(precision):
+        teacher = teacher_logits(data, model_cfg, train_cfg, seed)
     torch.manual_seed(seed)
     if train_cfg.row_normalize:
         data = row_normalized(data)
@@ -149,12 +244,17 @@ def train_one(
     best: tuple[float, float] = (-1.0, float("inf"))
     best_state: dict[str, Tensor] | None = None
     result = SeedResult(seed, -1, 0.0, 0.0, 0.0, 0.0)
+    if teacher is not None:
+        result.teacher_val_acc, result.teacher_test_acc = teacher.val_acc, teacher.test_acc
     t0 = time.perf_counter()
     for epoch in range(train_cfg.epochs):
         model.train()
         opt.zero_grad(set_to_none=True)
         out = model(x, g)
         loss = F.cross_entropy(out[train_mask], y[train_mask])
+        if teacher is not None:
+            loss = loss + train_cfg.distill * distillation_loss(
+                out, teacher.logits, train_cfg.distill_temperature)
         loss.backward()
         opt.step()
         model.eval()

@@ -10,9 +10,8 @@ from __future__ import annotations
 from dataclasses import asdict, dataclass
 from typing import Any
 
-from torch import Tensor, nn
-
 import torch.nn.functional as F
+from torch import Tensor, nn
 
 from ..quant.degree_quant import DegreeQuantConfig, protection_probability, sample_protect_mask
 from ..quant.precision import PrecisionConfig

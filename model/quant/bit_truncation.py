@@ -29,10 +29,10 @@ from typing import Any
 
 import numpy as np
 import torch
-from torch import Tensor, nn
+from torch import Tensor
 
 from .fixed_point import EXACT_FLOAT32_MULT_BITS, to_multiplier_shift
-from .precision import PrecisionConfig
+from .precision import ROLES, PrecisionConfig
 from .quantizer import ALPHA_GRID, Quantizer
 from .spec import TRUNCATIONS, QuantConfigError, QuantSpec
 from .ste import round_ste
@@ -402,7 +402,8 @@ def make_quantizer(spec: QuantSpec, channel_axis: int = -1, name: str = "") -> Q
 @dataclass
 class TruncatedPrecision(PrecisionConfig):
     """A :class:`~model.quant.precision.PrecisionConfig` that applies ``truncation`` to every
-    tensor it resolves to 2 bits (other widths are unchanged).
+    tensor of the roles ``truncate_roles`` (default: all) it resolves to 2 bits (other widths
+    and roles are unchanged).
 
     Every INT2 tensor must then be asymmetric per tensor or per channel with a
     minmax/percentile/qlr range (e.g. set ``roles.weight.symmetric = false``); a spec that
@@ -411,6 +412,7 @@ class TruncatedPrecision(PrecisionConfig):
     """
 
     truncation: str = "none"
+    truncate_roles: tuple[str, ...] = ROLES
 
     def __post_init__(self) -> None:
         if self.truncation not in TRUNCATIONS:
@@ -418,21 +420,30 @@ class TruncatedPrecision(PrecisionConfig):
                 f"precision.truncation: invalid value {self.truncation!r}; "
                 f"allowed: {', '.join(TRUNCATIONS)}"
             )
+        self.truncate_roles = tuple(self.truncate_roles)
+        bad = [r for r in self.truncate_roles if r not in ROLES]
+        if bad:
+            raise QuantConfigError(
+                f"precision.truncate_roles: unknown role(s) {bad}; allowed: {', '.join(ROLES)}"
+            )
         super().__post_init__()
 
     @classmethod
-    def wrap(cls, base: PrecisionConfig, truncation: str) -> TruncatedPrecision:
-        """``base`` with ``truncation`` applied to its INT2 tensors."""
+    def wrap(
+        cls, base: PrecisionConfig, truncation: str, roles: tuple[str, ...] = ROLES
+    ) -> TruncatedPrecision:
+        """``base`` with ``truncation`` applied to its INT2 tensors of the given ``roles``."""
         return cls(
             common=dict(base.common),
             roles={r: dict(v) for r, v in base.roles.items()},
             layers=dict(base.layers),
             truncation=truncation,
+            truncate_roles=tuple(roles),
         )
 
     def spec(self, layer: int, role: str) -> QuantSpec:
         s = super().spec(layer, role)
-        if self.truncation == "none" or s.bits != 2:
+        if self.truncation == "none" or s.bits != 2 or role not in self.truncate_roles:
             return s
         try:
             return s.with_(truncation=self.truncation)
@@ -443,6 +454,8 @@ class TruncatedPrecision(PrecisionConfig):
         d = super().to_dict()
         if self.truncation != "none":
             d["truncation"] = self.truncation
+            if set(self.truncate_roles) != set(ROLES):
+                d["truncate_roles"] = list(self.truncate_roles)
         return d
 
     def label(self) -> str:

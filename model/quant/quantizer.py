@@ -111,7 +111,8 @@ class Quantizer(nn.Module):
         self.offset: nn.Parameter | None
         self.register_parameter("alpha", None)  # QLR: learnable fraction of min/max
         self.register_parameter("log_step", None)  # LSQ: log of the step size
-        self.register_parameter("offset", None)  # LSQ asymmetric: lower end of the range
+        # LSQ asymmetric: lower end of the range in units of the step (z = round(qmin - offset))
+        self.register_parameter("offset", None)
 
     # ----------------------------------------------------------------------------- helpers
     @property
@@ -146,10 +147,16 @@ class Quantizer(nn.Module):
             shape[ax] = x.shape[ax]
         return shape
 
-    def _batch_range(self, x: Tensor) -> tuple[Tensor, Tensor]:
-        """Per-group (lo, hi) of the current batch, by min/max or percentile."""
+    def _batch_range(self, x: Tensor, zeros: int = 0) -> tuple[Tensor, Tensor]:
+        """Per-group (lo, hi) of the current batch, by min/max or percentile. ``zeros`` counts
+        implicit zeros that belong to a per-tensor ``x`` (the unstored entries of a sparse
+        matrix whose stored values ``x`` holds): they enter the percentile exactly."""
         g = self._groupwise(x.detach())
-        if self.spec.range == "percentile":
+        if self.spec.range == "percentile" and zeros > 0 and g.shape[0] == 1:
+            p = self.spec.percentile / 100.0
+            lo, hi = _quantiles_with_zeros(g[0].float(), zeros, (1.0 - p, p))
+            lo, hi = lo.reshape(1), hi.reshape(1)
+        elif self.spec.range == "percentile":
             p = self.spec.percentile / 100.0
             if g.shape[1] > _MAX_STAT_ELEMENTS:
                 idx = torch.randperm(g.shape[1], device=g.device)[:_MAX_STAT_ELEMENTS]
@@ -194,11 +201,13 @@ class Quantizer(nn.Module):
         return best_alpha
 
     # ------------------------------------------------------------------------ state set-up
-    def _initialize(self, x: Tensor, valid: Tensor | None) -> None:
-        xs = x if valid is None else x[valid]
+    def _initialize(self, x: Tensor, valid: Tensor | None, zeros: int = 0) -> None:
+        # Per-node parameters need one entry per row: every row is used (a row's own range is
+        # not polluted by the others); shared ranges leave protected rows out.
+        xs = x if valid is None or self.spec.granularity == "node" else x[valid]
         if xs.numel() == 0:
             xs = x
-        lo, hi = self._batch_range(xs)
+        lo, hi = self._batch_range(xs, zeros)
         dev = x.device
         self.running_lo = lo.clone()
         self.running_hi = hi.clone()
@@ -213,6 +222,38 @@ class Quantizer(nn.Module):
                 self.offset = nn.Parameter((lo * alpha / scale).to(dev))
         self.initialized.fill_(True)
 
+    def _initialize_rows(self, values: Tensor, row: Tensor, lo: Tensor, hi: Tensor) -> None:
+        """Per-node set-up from a sparse matrix's stored ``values`` (row ids ``row``) and each
+        row's range ``[lo, hi]`` (which includes the implicit zeros). Implicit zeros are exact
+        at every α (the zero point is an integer code), so the per-row grid search over the
+        stored values alone picks the same α as over the dense row."""
+        self.running_lo = lo.clone()
+        self.running_hi = hi.clone()
+        if self.spec.range == "qlr":
+            self.alpha = nn.Parameter(self._grid_search_alpha_rows(values, row, lo, hi))
+        self.initialized.fill_(True)
+
+    def _grid_search_alpha_rows(
+        self, values: Tensor, row: Tensor, lo: Tensor, hi: Tensor
+    ) -> Tensor:
+        """Per-row α in :data:`ALPHA_GRID` minimising the reconstruction error of a sparse
+        matrix's stored values (the sparse form of :meth:`_grid_search_alpha`)."""
+        s = self.spec
+        v = values.float()
+        best_err = torch.full((lo.shape[0],), float("inf"), device=v.device)
+        best_alpha = torch.ones(lo.shape[0], device=v.device)
+        for a in ALPHA_GRID:
+            scale, zero = self._scale_zero_from_range(lo * a, hi * a)
+            z = torch.clamp(torch.round(zero), s.qmin, s.qmax)
+            sr, zr = scale[row], z[row]
+            q = torch.clamp(torch.round(v / sr) + zr, s.qmin, s.qmax)
+            e = ((q - zr) * sr - v).pow(2)
+            err = torch.zeros_like(best_err).index_add_(0, row, e)
+            better = err < best_err
+            best_err = torch.where(better, err, best_err)
+            best_alpha = torch.where(better, torch.full_like(best_alpha, a), best_alpha)
+        return best_alpha
+
     def _load_from_state_dict(self, state_dict: dict[str, Any], prefix: str, *args: Any) -> None:
         # Lazily created tensors: create them with the saved shapes before loading.
         for key in ("running_lo", "running_hi"):
@@ -224,8 +265,11 @@ class Quantizer(nn.Module):
         super()._load_from_state_dict(state_dict, prefix, *args)
 
     # ----------------------------------------------------------------------- parameters
-    def _current_scale_zero(self, x: Tensor, update_stats: bool) -> tuple[Tensor, Tensor]:
-        """Step ``s`` (float32, >0) and zero point ``z`` (integer-valued float) per group."""
+    def _current_scale_zero(
+        self, x: Tensor, update_stats: bool, zeros: int = 0
+    ) -> tuple[Tensor, Tensor]:
+        """Step ``s`` (float32, >0) and zero point ``z`` (integer-valued float) per group;
+        ``zeros`` as in :meth:`_batch_range`."""
         s = self.spec
         node_dynamic = s.granularity == "node" and s.range != "lsq"
         if s.range in ("minmax", "percentile", "qlr"):
@@ -233,7 +277,7 @@ class Quantizer(nn.Module):
                 lo, hi = self._batch_range(x)
             else:
                 if update_stats:
-                    blo, bhi = self._batch_range(x)
+                    blo, bhi = self._batch_range(x, zeros)
                     m = s.momentum
                     assert self.running_lo is not None and self.running_hi is not None
                     self.running_lo.mul_(1 - m).add_(blo * m)
@@ -247,7 +291,7 @@ class Quantizer(nn.Module):
             scale, zero = self._scale_zero_from_range(lo, hi)
             zero = torch.clamp(round_ste(zero), s.qmin, s.qmax)
             return scale, zero
-        # LSQ: learnable log-step (positive by construction) and lower end
+        # LSQ: learnable log-step (positive by construction) and lower end in steps
         assert self.log_step is not None
         g = self._lsq_grad_factor(x)
         scale = torch.exp(grad_scale(self.log_step, g))
@@ -259,28 +303,37 @@ class Quantizer(nn.Module):
             zero = torch.clamp(round_ste(s.qmin - lo), s.qmin, s.qmax)
         return scale, zero
 
-    def _lsq_grad_factor(self, x: Tensor) -> float:
-        """LSQ's gradient scale ``1 / sqrt(elements per group * Qp)``."""
+    def _lsq_grad_factor(self, x: Tensor, elements: int | None = None) -> float:
+        """LSQ's gradient scale ``1 / sqrt(elements per group * Qp)``; ``elements`` is the
+        size of the logical tensor when ``x`` holds only a sparse tensor's stored values."""
         assert self.log_step is not None
-        n_per_group = max(x.numel() // max(self.log_step.numel(), 1), 1)
+        n = x.numel() if elements is None else elements
+        n_per_group = max(n // max(self.log_step.numel(), 1), 1)
         return 1.0 / math.sqrt(n_per_group * max(self.spec.qmax, 1))
 
     # --------------------------------------------------------------------------- forward
-    def forward(self, x: Tensor, protect: Tensor | None = None) -> Tensor:
+    def forward(
+        self, x: Tensor, protect: Tensor | None = None, *, elements: int | None = None
+    ) -> Tensor:
         """Fake-quantize ``x``.
 
         Args:
             x: tensor to quantize.
             protect: optional bool mask over rows (nodes); protected rows pass through in full
                 precision and are left out of range statistics (Degree-Quant). Training only.
+            elements: element count of the logical tensor when ``x`` holds the stored values
+                of a sparse tensor (per-tensor specs; LSQ's gradient scale uses it).
         """
         if not self.spec.enabled:
             return x
         if protect is not None and not self.training:
             protect = None
+        zeros = 0
+        if elements is not None and self.spec.granularity == "tensor":
+            zeros = max(elements - x.numel(), 0)
         if not bool(self.initialized):
             with torch.no_grad():
-                self._initialize(x, None if protect is None else ~protect)
+                self._initialize(x, None if protect is None else ~protect, zeros)
         ax = self._axis(x)
         if (
             self.spec.granularity == "node"
@@ -306,7 +359,7 @@ class Quantizer(nn.Module):
             assert self.log_step is not None
             y = lsq_fake_quant(
                 x, self.log_step, self.offset, shape, self.spec.qmin, self.spec.qmax,
-                self._lsq_grad_factor(x),
+                self._lsq_grad_factor(x, elements),
             )
         elif self.spec.range == "lsq":  # no autograd: plain arithmetic
             scale, zero = self._current_scale_zero(x, False)
@@ -319,7 +372,7 @@ class Quantizer(nn.Module):
             if self.spec.granularity == "node":
                 scale, zero = self._current_scale_zero(x, update)
             else:
-                scale, zero = self._current_scale_zero(stats_x, update)
+                scale, zero = self._current_scale_zero(stats_x, update, zeros)
             y = fake_quant(
                 x, scale.reshape(shape).to(torch.float32), zero.reshape(shape).to(torch.float32),
                 self.spec.qmin, self.spec.qmax,
@@ -329,17 +382,28 @@ class Quantizer(nn.Module):
         return y
 
     def forward_rows(
-        self, values: Tensor, row: Tensor, num_rows: int, protect: Tensor | None = None
+        self,
+        values: Tensor,
+        row: Tensor,
+        num_rows: int,
+        protect: Tensor | None = None,
+        num_cols: int | None = None,
     ) -> Tensor:
         """Fake-quantize the stored values of a sparse matrix whose row ids are ``row``.
 
         Per-tensor specs treat ``values`` as the tensor (implicit zeros are exact). Per-node
-        dynamic ranges (minmax/percentile/qlr with ``granularity="node"``) use each row's
-        min/max over its stored values and 0. ``protect`` is per row.
+        dynamic ranges (minmax/qlr with ``granularity="node"``) use each row's min/max over its
+        stored values and 0; a per-node QLR α is initialised per row, as on the dense path.
+        Pass ``num_cols`` to get the dense path's results for the two statistics that count
+        the implicit zeros: percentiles (per tensor and per row) and LSQ's gradient scale
+        (``num_rows * num_cols`` elements). Without it, percentile ranges ignore the implicit
+        zeros (per node: the row's min/max) and LSQ counts the stored values only.
+        ``protect`` is per row.
         """
         vp = None if protect is None else protect[row]
         if self.spec.granularity == "tensor" or not self.spec.enabled:
-            return self(values, vp)
+            elements = None if num_cols is None else num_rows * num_cols
+            return self(values, vp, elements=elements)
         if self.spec.granularity != "node" or self.spec.range == "lsq":
             raise ValueError(
                 f"quantizer {self.name!r}: sparse inputs support per-tensor or per-node "
@@ -347,11 +411,17 @@ class Quantizer(nn.Module):
             )
         with torch.no_grad():
             v = values.detach()
-            zeros = torch.zeros(num_rows, dtype=v.dtype, device=v.device)
-            lo = zeros.scatter_reduce(0, row, v, "amin", include_self=True)
-            hi = zeros.scatter_reduce(0, row, v, "amax", include_self=True)
+            if self.spec.range == "percentile" and num_cols is not None:
+                p = self.spec.percentile / 100.0
+                lo, hi = _row_quantiles_with_zeros(v, row, num_rows, num_cols, (1.0 - p, p))
+                lo = torch.minimum(lo, torch.zeros_like(lo))
+                hi = torch.maximum(hi, torch.zeros_like(hi))
+            else:
+                zeros = torch.zeros(num_rows, dtype=v.dtype, device=v.device)
+                lo = zeros.scatter_reduce(0, row, v, "amin", include_self=True)
+                hi = zeros.scatter_reduce(0, row, v, "amax", include_self=True)
             if not bool(self.initialized):
-                self._initialize(values.reshape(-1, 1), None)
+                self._initialize_rows(v, row, lo, hi)
         if self.spec.range == "qlr":
             assert self.alpha is not None
             a = self.alpha.mean()
@@ -423,3 +493,63 @@ class Quantizer(nn.Module):
         inv = 1.0 / scale.reshape(shape)
         v = torch.round(x.to(torch.float32) * inv) + zero.reshape(shape)
         return torch.clamp(v, self.spec.qmin, self.spec.qmax).to(torch.int64)
+
+
+def _sorted_with_zeros(v_sorted: Tensor, n_neg: Tensor, zeros: Tensor, k: Tensor) -> Tensor:
+    """Element ``k`` of the sorted sequence made of sorted values ``v_sorted`` (negatives
+    first, ``n_neg`` of them) and ``zeros`` extra zeros inserted after the negatives.
+    Works elementwise on broadcastable index tensors; ``v_sorted`` is indexed by
+    ``k`` (before the zeros) or ``k - zeros`` (after)."""
+    before = k < n_neg
+    after = k >= n_neg + zeros
+    idx = torch.where(after, k - zeros, k).clamp(0, max(v_sorted.numel() - 1, 0))
+    val = v_sorted[idx] if v_sorted.numel() else torch.zeros_like(k, dtype=torch.float32)
+    return torch.where(before | after, val, torch.zeros_like(val))
+
+
+def _quantiles_with_zeros(v: Tensor, zeros: int, qs: tuple[float, ...]) -> tuple[Tensor, ...]:
+    """``torch.quantile`` (linear interpolation) of ``v`` with ``zeros`` extra zeros, without
+    building the dense tensor."""
+    vs = torch.sort(v).values
+    total = vs.numel() + zeros
+    n_neg = (vs < 0).sum()
+    z = torch.tensor(zeros)
+    out = []
+    for q in qs:
+        pos = torch.tensor(q * (total - 1), dtype=torch.float64)
+        k0 = torch.floor(pos).long()
+        k1 = torch.ceil(pos).long()
+        a0 = _sorted_with_zeros(vs, n_neg, z, k0).double()
+        a1 = _sorted_with_zeros(vs, n_neg, z, k1).double()
+        out.append((a0 + (a1 - a0) * (pos - k0.double())).to(v.dtype))
+    return tuple(out)
+
+
+def _row_quantiles_with_zeros(
+    v: Tensor, row: Tensor, num_rows: int, num_cols: int, qs: tuple[float, ...]
+) -> tuple[Tensor, ...]:
+    """Per-row ``torch.quantile`` of a sparse ``[num_rows, num_cols]`` matrix (stored values
+    ``v`` in rows ``row``), counting its implicit zeros."""
+    perm = torch.argsort(v)
+    perm = perm[torch.argsort(row[perm], stable=True)]  # by row, then by value
+    vs, rs = v[perm].float(), row[perm]
+    count = torch.bincount(rs, minlength=num_rows)
+    start = torch.cumsum(count, 0) - count
+    n_neg = torch.zeros(num_rows, dtype=torch.long).index_add_(0, rs, (vs < 0).long())
+    zeros = num_cols - count
+    out = []
+    for q in qs:
+        pos = torch.tensor(q * (num_cols - 1), dtype=torch.float64)
+        k0, k1 = int(torch.floor(pos)), int(torch.ceil(pos))
+        vals = []
+        for k in (k0, k1):
+            kk = torch.full((num_rows,), k, dtype=torch.long)
+            before = kk < n_neg
+            after = kk >= n_neg + zeros
+            local = torch.where(after, kk - zeros, kk).clamp(min=0)
+            local = torch.minimum(local, (count - 1).clamp(min=0))
+            gi = (start + local).clamp(0, max(vs.numel() - 1, 0))
+            val = vs[gi] if vs.numel() else torch.zeros(num_rows)
+            vals.append(torch.where(before | after, val, torch.zeros_like(val)).double())
+        out.append((vals[0] + (vals[1] - vals[0]) * (float(pos) - k0)).to(v.dtype))
+    return tuple(out)

@@ -35,11 +35,17 @@ def clipped_ste_fake_quant(
 
 
 def _reduce_to(g: Tensor, shape: torch.Size) -> Tensor:
-    """Sum a broadcast gradient back to ``shape``."""
+    """Sum a broadcast gradient back to ``shape`` (which may have fewer dimensions than ``g``,
+    as in broadcasting: missing leading axes are summed away)."""
     if g.shape == shape:
         return g
+    lead = g.dim() - len(shape)
+    if lead > 0:
+        g = g.sum(dim=tuple(range(lead)))
     dims = [i for i, (a, b) in enumerate(zip(g.shape, shape, strict=True)) if b == 1 and a != 1]
-    return g.sum(dim=dims, keepdim=True) if dims else g
+    if dims:
+        g = g.sum(dim=dims, keepdim=True)
+    return g.reshape(shape)
 
 
 def _sum_to(t: Tensor, shape: torch.Size) -> Tensor:
@@ -73,13 +79,17 @@ def _fq_forward(x: Tensor, s: Tensor, z: Tensor, qmin: int, qmax: int) -> tuple[
 
 
 def _fq_backward(
-    g: Tensor, xs: Tensor, r: Tensor, qz: Tensor, s: Tensor
+    g: Tensor, xs: Tensor, r: Tensor, qz: Tensor, s: Tensor, z_shape: torch.Size | None = None
 ) -> tuple[Tensor, Tensor, Tensor]:
-    """Gradients w.r.t. ``x``, ``s`` and ``z`` (see :class:`_FakeQuant`)."""
+    """Gradients w.r.t. ``x``, ``s`` and ``z`` (see :class:`_FakeQuant`); ``z_shape`` is the
+    zero point's shape when it differs from the step's."""
     inside = (r - qz).abs_().clamp_(max=1.0).neg_().add_(1.0)  # 1 inside the range, 0 clipped
     gx = g * inside
     gs = _dot_to(g, qz, s.shape) - _dot_to(gx, xs, s.shape)
-    gz = (_sum_to(gx, s.shape) - _sum_to(g, s.shape)) * s
+    if z_shape is None or z_shape == s.shape:
+        gz = (_sum_to(gx, s.shape) - _sum_to(g, s.shape)) * s
+    else:  # z shared differently from s: reduce the per-element terms to z's shape
+        gz = _sum_to((gx - g) * s, z_shape)
     return gx, gs, gz
 
 
@@ -105,6 +115,7 @@ class _FakeQuant(torch.autograd.Function):
     ) -> Tensor:
         xs, r, qz, y = _fq_forward(x, scale, zero, qmin, qmax)
         ctx.save_for_backward(xs, r, qz, scale)
+        ctx.z_shape = zero.shape  # type: ignore[attr-defined]
         return y
 
     @staticmethod
@@ -112,7 +123,7 @@ class _FakeQuant(torch.autograd.Function):
         ctx: torch.autograd.function.FunctionCtx, g: Tensor
     ) -> tuple[Tensor | None, Tensor | None, Tensor | None, None, None]:
         xs, r, qz, scale = ctx.saved_tensors  # type: ignore[attr-defined]
-        gx, gs, gz = _fq_backward(g, xs, r, qz, scale)
+        gx, gs, gz = _fq_backward(g, xs, r, qz, scale, ctx.z_shape)  # type: ignore[attr-defined]
         needs = ctx.needs_input_grad  # type: ignore[attr-defined]
         return (
             gx if needs[0] else None,
@@ -143,10 +154,15 @@ class _LSQFakeQuant(torch.autograd.Function):
     """LSQ/LSQ+ fake quantizer fused with its parameterisation.
 
     Parameters: ``log_step`` (so ``s = exp(log_step) > 0``) and, for asymmetric codes, the
-    lower end of the range ``offset`` (``z = clamp(round(qmin - offset / s), qmin, qmax)``).
+    lower end of the range in units of the step, ``offset`` (the range is
+    ``[offset * s, (offset + qmax - qmin) * s]`` and ``z = clamp(round(qmin - offset), qmin,
+    qmax)``). Both parameters are scale-free, so one learning rate suits every tensor whatever
+    its magnitude; an offset in real units moves by the optimiser's step (Adam: about ``lr``)
+    per update, which on small activations (row-normalised features, early training) is
+    many quantization steps and can push the whole tensor outside the range.
     Backward applies the chain rule of :func:`clipped_ste_fake_quant` through that
-    parameterisation (straight-through rounding of ``z``, clipped at the code range) and
-    multiplies the parameter gradients by LSQ's ``grad_factor``.
+    parameterisation (straight-through rounding of ``z``, zero gradient where ``z`` is
+    clamped) and multiplies the parameter gradients by LSQ's ``grad_factor``.
     """
 
     @staticmethod

@@ -185,24 +185,12 @@ def _prec(bits: int, rng: str, gran: str) -> PrecisionConfig:
         {"bits": bits, "range": rng, "roles": {"input": {"range": rng, "granularity": gran}}})
 
 
-QLR_NODE_BUG = (
-    "BUG: Quantizer.forward_rows calibrates a per-node QLR input quantizer with "
-    "_initialize(values.reshape(-1, 1)): one α per stored value (always 1.0) instead of one "
-    "per row over the row's values and zeros as the dense path does, so alpha.mean() and "
-    "the model output differ from the same input given densely"
-)
-
-
 def _cases():
     for name in ("gcn", "decoupled"):  # the models that keep sparse inputs sparse
         for bits in (4, 32):
             for rng in ("minmax", "qlr", "lsq"):
                 for gran in ("tensor", "node"):
-                    marks = ()
-                    if (rng, gran, bits) == ("qlr", "node", 4):
-                        marks = pytest.mark.xfail(strict=True, reason=QLR_NODE_BUG)
-                    yield pytest.param(name, bits, rng, gran, marks=marks,
-                                       id=f"{name}-{bits}-{rng}-{gran}")
+                    yield pytest.param(name, bits, rng, gran, id=f"{name}-{bits}-{rng}-{gran}")
     for name in ("gin", "sage"):  # these densify first
         yield pytest.param(name, 4, "minmax", "node", id=f"{name}-4-minmax-node")
 

@@ -166,6 +166,14 @@ def test_truncated_precision_and_roles() -> None:
         TruncatedPrecision.wrap(PrecisionConfig.uniform(2), "bt")
     with pytest.raises(QuantConfigError, match="truncation"):
         TruncatedPrecision.wrap(base, "sbt")
+    # truncating only some roles: symmetric INT2 weights stay plain INT2
+    acts = ("input", "output", "message", "aggregate", "update")
+    only = TruncatedPrecision.wrap(PrecisionConfig.uniform(2, range="qlr"), "bt", roles=acts)
+    assert only.spec(0, "weight").truncation == "none" and only.spec(0, "weight").symmetric
+    assert only.spec(0, "update").truncation == "bt"
+    assert only.to_dict()["truncate_roles"] == list(acts)
+    with pytest.raises(QuantConfigError, match="truncate_roles.*'weights'"):
+        TruncatedPrecision.wrap(base, "bt", roles=("weights",))
 
 
 def test_state_dict_round_trip_keeps_skew_shift() -> None:

@@ -82,23 +82,9 @@ def test_sample_protect_mask() -> None:
 # ------------------------------------------------------------- protect mask in Quantizer
 
 
-NODE_LSQ_BUG = (
-    "BUG: Quantizer._initialize calibrates on x[~protect] only, so a per-node LSQ quantizer "
-    "whose first (calibration) forward gets a Degree-Quant mask creates log_step for the "
-    "unprotected rows only (5 of 8) and the same forward then raises 'per-node LSQ was "
-    "calibrated for 5 nodes but got 8'"
-)
-
-
 @pytest.mark.parametrize(
     ("method", "gran"),
-    [
-        (m, g) if (m, g) != ("lsq", "node")
-        else pytest.param(m, g, marks=pytest.mark.xfail(strict=True, raises=ValueError,
-                                                        reason=NODE_LSQ_BUG))
-        for m in ["minmax", "percentile", "qlr", "lsq"]
-        for g in ["tensor", "channel", "node"]
-    ],
+    [(m, g) for m in ["minmax", "percentile", "qlr", "lsq"] for g in ["tensor", "channel", "node"]],
 )
 def test_protected_rows_pass_through_in_training_only(method: str, gran: str) -> None:
     torch.manual_seed(0)

@@ -327,7 +327,8 @@ def test_lsq_initialised_from_grid_search(sym) -> None:
         assert q.offset is None
     else:
         exp_s = (hi - lo) * a / (qmax - qmin)
-        assert q.offset.item() == pytest.approx(lo * a, rel=1e-5)
+        # the offset is the lower end of the range in units of the step
+        assert q.offset.item() == pytest.approx(lo * a / exp_s, rel=1e-5)
     assert math.exp(q.log_step.item()) == pytest.approx(exp_s, rel=1e-5)
     assert q.alpha is None and q.log_step.requires_grad
 
@@ -346,6 +347,36 @@ def test_lsq_module_gradient_scale_hand_computed() -> None:
     assert x.grad.tolist() == [[1.0, 1.0, 0.0, 1.0]]
     # dL/ds = -0.3 + 0.4 - 4 + 0 = -3.9; dL/dlog = -3.9 / sqrt(12) = -1.125833
     assert q.log_step.grad.item() == pytest.approx(-3.9 / math.sqrt(12), abs=1e-5)
+
+
+@pytest.mark.parametrize("granularity", ["tensor", "channel"])
+def test_lsq_asymmetric_training_is_scale_free(granularity: str) -> None:
+    """The same data at two magnitudes (factor 2**-7) trained with Adam on the same loss keeps
+    the same zero points and steps in the ratio 2**-7: both LSQ parameters (log step and the
+    offset in units of the step) are scale-free. With an offset in real units, Adam moves it by
+    about lr per update whatever the magnitude, i.e. by many steps of the small copy."""
+    torch.manual_seed(0)
+    x = torch.randn(64, 6) * 1.5 + 0.7
+    up = torch.randn(64, 6)
+    c = 2.0**-7
+    qs = []
+    for scale in (1.0, c):
+        q = make_q("lsq", False, granularity, 3)
+        calibrate(q, x * scale)
+        q.train()
+        opt = torch.optim.Adam(q.parameters(), lr=0.05)
+        for _ in range(20):
+            opt.zero_grad()
+            (q(x * scale) * up).sum().backward()
+            opt.step()
+        qs.append(q)
+    (s1, z1), (s2, z2) = qs[0].scale_zero(), qs[1].scale_zero()
+    assert torch.equal(z1, z2)
+    torch.testing.assert_close(s2, s1 * c, rtol=2e-3, atol=0.0)
+    # and the parameters did move
+    fresh = make_q("lsq", False, granularity, 3)
+    calibrate(fresh, x)
+    assert not torch.allclose(fresh.log_step, qs[0].log_step)
 
 
 def test_qlr_alpha_receives_gradient() -> None:
@@ -553,3 +584,69 @@ def test_lsq_integer_params_without_x_match_forward() -> None:
     assert ip.scale[0] == float(torch.exp(q.log_step.detach())[0])
     np.testing.assert_array_equal(ip.dequantize(ip.quantize(x.numpy())).astype(np.float32),
                                   y.numpy())
+
+
+# ------------------------------------------------------- sparse stored values (forward_rows)
+
+
+def _sparse(seed: int, n: int = 9, f: int = 7, density: float = 0.3) -> torch.Tensor:
+    g = torch.Generator().manual_seed(seed)
+    x = torch.randn(n, f, generator=g) * 2 + 0.5
+    x = x * (torch.rand(n, f, generator=g) < density)
+    x[2] = 0.0  # an empty row
+    return x
+
+
+@pytest.mark.parametrize("seed", range(4))
+def test_quantiles_with_implicit_zeros_match_dense_quantile(seed: int) -> None:
+    from model.quant.quantizer import _quantiles_with_zeros, _row_quantiles_with_zeros
+
+    x = _sparse(seed)
+    qs = (0.001, 0.25, 0.999)
+    nz = x != 0
+    got = _quantiles_with_zeros(x[nz], int((~nz).sum()), qs)
+    torch.testing.assert_close(torch.stack(got), torch.quantile(x.reshape(-1), torch.tensor(qs)))
+    rows = torch.nonzero(nz)[:, 0]
+    got_r = _row_quantiles_with_zeros(x[nz], rows, x.shape[0], x.shape[1], qs)
+    torch.testing.assert_close(torch.stack(got_r), torch.quantile(x, torch.tensor(qs), dim=1))
+
+
+@pytest.mark.parametrize("gran", ["tensor", "node"])
+@pytest.mark.parametrize("seed", range(3))
+def test_forward_rows_percentile_with_num_cols_equals_dense(gran: str, seed: int) -> None:
+    x = _sparse(seed)
+    nz = x != 0
+    rows = torch.nonzero(nz)[:, 0]
+    spec = QuantSpec(bits=3, granularity=gran, range="percentile", percentile=90.0)
+    qd, qs = Quantizer(spec), Quantizer(spec)
+    for q in (qd, qs):
+        q.train()
+    for _ in range(3):  # calibration, then two momentum updates (per tensor)
+        yd = qd(x)
+        ys = qs.forward_rows(x[nz], rows, x.shape[0], num_cols=x.shape[1])
+        torch.testing.assert_close(ys, yd[nz])
+    # without num_cols the implicit zeros are missing from the percentile (the old behaviour)
+    q_old = Quantizer(spec)
+    q_old.train()
+    y_old = q_old.forward_rows(x[nz], rows, x.shape[0])
+    assert not torch.equal(y_old, yd[nz])
+
+
+def test_forward_rows_lsq_gradient_scale_counts_the_whole_matrix() -> None:
+    x = _sparse(0, n=30, f=11)
+    nz = x != 0
+    rows = torch.nonzero(nz)[:, 0]
+    spec = QuantSpec(bits=4, range="lsq")
+    qd, qs = Quantizer(spec), Quantizer(spec)
+    for q in (qd, qs):
+        q.eval()
+        with torch.no_grad():
+            q(x)  # the same (dense) calibration for both
+        q.train()
+    up = torch.randn(x.shape, generator=torch.Generator().manual_seed(1))
+    (qd(x) * up).sum().backward()
+    (qs.forward_rows(x[nz], rows, x.shape[0], num_cols=x.shape[1]) * up[nz]).sum().backward()
+    assert qd.log_step.grad.abs().sum() > 0
+    # implicit zeros are exact (no step gradient), so only the element count matters
+    torch.testing.assert_close(qs.log_step.grad, qd.log_step.grad, rtol=1e-5, atol=1e-9)
+    torch.testing.assert_close(qs.offset.grad, qd.offset.grad, rtol=1e-5, atol=1e-9)
