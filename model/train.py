@@ -184,26 +184,25 @@ class TeacherOutput:
     test_acc: float
 
 
+def _teacher_cache(data: Any) -> dict[Any, TeacherOutput]:
+    cache: dict[Any, TeacherOutput] = data.__dict__.setdefault("_qgnn_teachers", {})
+    return cache
+
+
 def teacher_logits(
     data: Any, model_cfg: ModelConfig, train_cfg: TrainConfig, seed: int
 ) -> TeacherOutput:
     """The FP32 teacher of ``seed``: :func:`train_one` at FP32 with
-    :meth:`TrainConfig.teacher` settings and the same seed, evaluated (eval mode) at its
-    validation-selected epoch. Cached on ``data`` per (model, settings, seed)."""
+    :meth:`TrainConfig.teacher` settings and the same seed, its eval-mode logits at its
+    validation-selected epoch. Cached on ``data`` per (model, settings, seed); an FP32
+    :func:`train_one` run with those settings fills the cache too (it is the same model)."""
     tcfg = train_cfg.teacher()
-    cache: dict[Any, TeacherOutput] = data.__dict__.setdefault("_qgnn_teachers", {})
     key = (model_cfg, tcfg, seed)
-    hit = cache.get(key)
-    if hit is not None:
-        return hit
-    r = train_one(data, model_cfg, PrecisionConfig.uniform(32), tcfg, seed, keep_model=True)
-    assert r.model is not None
-    d = row_normalized(data) if tcfg.row_normalize else data
-    with torch.no_grad():
-        logits = r.model(cached_model_input(d), graph_ops(d)).detach()
-    out = TeacherOutput(logits, r.val_acc, r.test_acc)
-    cache[key] = out
-    return out
+    hit = _teacher_cache(data).get(key)
+    if hit is None:
+        train_one(data, model_cfg, PrecisionConfig.uniform(32), tcfg, seed)
+        hit = _teacher_cache(data)[key]
+    return hit
 
 
 def distillation_loss(student: Tensor, teacher: Tensor, temperature: float) -> Tensor:
@@ -229,8 +228,15 @@ def train_one(
     holds the model with that epoch's weights (in eval mode). Quantized models with
     ``train_cfg.distill > 0`` first get their FP32 teacher (:func:`teacher_logits`)."""
     teacher: TeacherOutput | None = None
-    if train_cfg.distill > 0 and is_quantized(precision):
+    quantized = is_quantized(precision)
+    if train_cfg.distill > 0 and quantized:
         teacher = teacher_logits(data, model_cfg, train_cfg, seed)
+    # an FP32 run with the teacher's settings is that seed's teacher: cache its logits
+    teacher_key = None
+    if not quantized and train_cfg.degree_quant is None:
+        teacher_key = (model_cfg, train_cfg.teacher(), seed)
+    cache_on = data
+    best_logits: Tensor | None = None
     torch.manual_seed(seed)
     if train_cfg.row_normalize:
         data = row_normalized(data)
@@ -268,11 +274,16 @@ def train_one(
                 result.val_acc = val_acc
                 result.test_acc = accuracy(out, y, test_mask)
                 result.train_acc = accuracy(out, y, train_mask)
+                if teacher_key is not None:
+                    best_logits = out
                 if keep_model:
                     best_state = {k: v.detach().clone() for k, v in model.state_dict().items()}
         if on_epoch is not None:
             on_epoch(epoch)
     result.train_time_s = time.perf_counter() - t0
+    if teacher_key is not None and best_logits is not None:
+        _teacher_cache(cache_on)[teacher_key] = TeacherOutput(
+            best_logits.detach(), result.val_acc, result.test_acc)
     if keep_model:
         assert best_state is not None
         model.load_state_dict(best_state)

@@ -168,3 +168,17 @@ def test_selected_epoch_has_the_best_validation_accuracy(csbm) -> None:
     assert r.best_epoch == best
     assert r.val_acc == pytest.approx(hist[best][0])
     assert r.test_acc == pytest.approx(hist[best][2])
+
+
+def test_teacher_trained_on_demand_equals_the_fp32_run() -> None:
+    from model.datasets import load_dataset
+
+    data = load_dataset("csbm:n=300,features=16,classes=3,degree=5", seed=0)  # fresh cache
+    tcfg = TrainConfig(epochs=10)
+    t = teacher_logits(data, MCFG, tcfg, seed=5)  # trains the teacher
+    other = load_dataset("csbm:n=300,features=16,classes=3,degree=5", seed=0)
+    fp = train_one(other, MCFG, PrecisionConfig.uniform(32), tcfg, seed=5, keep_model=True)
+    with torch.no_grad():
+        out = fp.model(other.x, other)
+    torch.testing.assert_close(t.logits, out)
+    assert (t.val_acc, t.test_acc) == (fp.val_acc, fp.test_acc)
