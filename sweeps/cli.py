@@ -135,6 +135,10 @@ def add_model_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("--precision", metavar="JSON_OR_FILE", default=None,
                    help="precision config as a JSON string or a .json/.toml file; its keys "
                         "override --bits (per-role / per-layer overrides)")
+    p.add_argument("--truncation", default=None, choices=("bt", "bt_star"),
+                   help="INT2 bit truncation (SMP's BT / BT*): 2-bit codes snapped from an 8-bit "
+                        "grid; implies --bits 2, learned ranges (QLR) and asymmetric per-tensor "
+                        "weights unless --precision says otherwise")
     p.add_argument("--split", type=_non_negative_int, default=0,
                    help="dataset split (geom-gcn and synthetic datasets: 0..9; default: 0)")
     p.add_argument("--data-root", metavar="DIR", default=None, help=data_root_help)
@@ -231,11 +235,19 @@ def _data_root(args: argparse.Namespace) -> str | None:
     return args.data_root
 
 
-def _precision(bits: str | None, precision: str | None) -> Any:
-    """Merge ``--bits`` (model-wide default) with ``--precision`` (overrides)."""
+def _precision(bits: str | None, precision: str | None, truncation: str | None = None) -> Any:
+    """Merge ``--bits`` (model-wide default) with ``--precision`` (overrides); with
+    ``--truncation``, an INT2 BT/BT* precision (``model.quant.bit_truncation.bt_precision``)."""
     from model.quant import PrecisionConfig, check_bits
 
     b = check_bits(bits, "--bits") if bits is not None else None
+    if truncation is not None:
+        from model.quant.bit_truncation import bt_precision
+
+        if b not in (None, 2):
+            raise CLIError(f"--truncation {truncation} needs --bits 2 (or no --bits), got {bits}")
+        over = PrecisionConfig.load(precision).to_dict() if precision is not None else None
+        return bt_precision(truncation, over)
     if precision is None:
         return PrecisionConfig.uniform(32 if b is None else b)
     loaded = PrecisionConfig.load(precision).to_dict()
@@ -294,7 +306,7 @@ def cmd_train(args: argparse.Namespace) -> int:
     from .atomic import check_writable_target, write_json_atomic
 
     # Validate everything cheap before loading data or training.
-    precision = _precision(args.bits, args.precision)
+    precision = _precision(args.bits, args.precision, args.truncation)
     model_cfg = _model_config(args)
     train_cfg = _train_config(args)
     if args.json is not None:

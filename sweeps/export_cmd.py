@@ -54,7 +54,7 @@ def cmd_export(args: argparse.Namespace) -> int:
     from model.integer.export import export_vectors
     from model.train import row_normalized, train_one
 
-    precision = _precision(args.bits, args.precision)
+    precision = _precision(args.bits, args.precision, getattr(args, "truncation", None))
     if precision.label() in ("fp32",):
         raise ValueError("export needs a quantized model: give --bits 2..8 (or --precision)")
     check_layout(8, args.word_width)
@@ -93,6 +93,7 @@ def cmd_export(args: argparse.Namespace) -> int:
         print(format_trace(trace(res.model, imodel, data)))
     for st in stages:
         print(f"  {st.name}: {st.num_nodes} rows, {st.num_terms} terms, {st.features} features, "
-              f"{st.bits}-bit, {st.words_per_row} words/row, acc {st.acc_width} bits")
+              f"{st.bits}-bit{' BT' if st.truncated else ''}, {st.words_per_row} words/row, "
+              f"acc {st.acc_width} bits")
     print(f"wrote {len(stages)} stage(s) to {path}")
     return 0

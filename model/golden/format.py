@@ -1,4 +1,5 @@
-"""The golden test-vector format: writer and checking reader (format version 1).
+"""The golden test-vector format: writer and checking reader (format version 2; version 1
+sets, which lack the bit-truncation fields, are still read).
 
 A vector set is a directory holding ``manifest.json`` beside one ``stageNN.npz`` per
 aggregation stage. The format is documented in ``docs/golden-vectors.md``; the arithmetic in
@@ -33,7 +34,7 @@ from .stage import AggregationStage
 #: Value of the manifest's ``format`` key.
 FORMAT_NAME = "qgnn-golden-vectors"
 #: Version this module writes; readers accept versions up to this one and reject newer ones.
-FORMAT_VERSION = 1
+FORMAT_VERSION = 2
 #: Name of the manifest file inside a vector-set directory.
 MANIFEST_NAME = "manifest.json"
 
@@ -59,8 +60,11 @@ STAGE_INT_FIELDS = (
     "zero_point_in",
     "zero_point_out",
 )
-#: All fields of a manifest stage entry (all required).
-STAGE_FIELDS = ("name", "file", *STAGE_INT_FIELDS, "rounding", "meta")
+#: Bit-truncation fields added by version 2, with the values a version-1 entry implies
+#: (``out_grid_bits`` defaults to ``out_bits``, written ``None`` here).
+V2_FIELDS: dict[str, Any] = {"in_level": 1, "out_grid_bits": None, "out_thresholds": None}
+#: All fields of a manifest stage entry (all required; ``V2_FIELDS`` from version 2 on).
+STAGE_FIELDS = ("name", "file", *STAGE_INT_FIELDS, "rounding", "meta", *V2_FIELDS)
 #: Arrays of a stage ``.npz`` file (all required), in documentation order.
 ARRAY_NAMES = (
     "indptr",
@@ -211,6 +215,10 @@ def _stage_entry(stage: AggregationStage, file: str) -> dict:
         "zero_point_out": int(stage.zero_point_out),
         "rounding": rules.ROUNDING,
         "meta": dict(stage.meta),
+        "in_level": int(stage.in_level),
+        "out_grid_bits": int(stage.out_grid_bits or stage.out_bits),
+        "out_thresholds": None if stage.out_thresholds is None else [
+            int(t) for t in stage.out_thresholds],
     }
 
 
@@ -358,6 +366,8 @@ def read_vectors(path: str | os.PathLike[str], check: bool = True) -> VectorSet:
     except (OSError, UnicodeDecodeError, json.JSONDecodeError) as exc:
         raise VectorFormatError(f"{mpath}: not valid JSON: {exc}") from exc
     entries = _check_manifest(mpath, manifest)
+    if manifest["version"] < 2:  # version 1 had no bit truncation: fill in what it implies
+        entries = [{**V2_FIELDS, **e} for e in entries]
     stages = []
     for i, entry in enumerate(entries):
         fpath = root / entry["file"]
@@ -406,7 +416,7 @@ def _check_manifest(mpath: Path, manifest: Any) -> list[dict]:
         if not isinstance(e, dict):
             raise fail(where, "must be a JSON object")
         for key in STAGE_FIELDS:
-            if key not in e:
+            if key not in e and not (version < 2 and key in V2_FIELDS):
                 raise fail(f"{where}.{key}", "missing manifest key")
         for key in STAGE_INT_FIELDS:
             v = e[key]
@@ -486,12 +496,38 @@ def _check_stage(
         raise fail_m("max_shift", f"must be in 0..{rules.MAX_SHIFT}, got {max_shift}")
     if not 1 <= acc_w <= rules.MAX_PRODUCT_WIDTH:
         raise fail_m("acc_width", f"must be in 1..{rules.MAX_PRODUCT_WIDTH}, got {acc_w}")
+    in_level, grid_bits, thresholds = e["in_level"], e["out_grid_bits"], e["out_thresholds"]
+    if grid_bits is None:
+        grid_bits = out_bits
+    for key, v in (("in_level", in_level), ("out_grid_bits", grid_bits)):
+        if not isinstance(v, int) or isinstance(v, bool):
+            raise fail_m(key, f"must be an integer, got {v!r}")
+    if in_level < 1:
+        raise fail_m("in_level", f"must be >= 1, got {in_level}")
+    if not out_bits <= grid_bits <= 16:
+        raise fail_m("out_grid_bits", f"must be in out_bits..16 = {out_bits}..16, got {grid_bits}")
+    if thresholds is None:
+        if grid_bits != out_bits:
+            raise fail_m("out_thresholds", f"is null, but out_grid_bits {grid_bits} != out_bits "
+                         f"{out_bits} needs {(1 << out_bits) - 1} snap thresholds")
+    else:
+        want_t = (1 << out_bits) - 1
+        if (not isinstance(thresholds, list) or len(thresholds) != want_t
+                or not all(isinstance(t, int) and not isinstance(t, bool) for t in thresholds)):
+            raise fail_m("out_thresholds", f"must be null or a list of {want_t} integers, "
+                         f"got {thresholds!r}")
+        if thresholds != sorted(thresholds) or not all(
+                0 <= t <= (1 << grid_bits) for t in thresholds):
+            raise fail_m("out_thresholds", f"{thresholds} must be ascending grid codes in "
+                         f"0..{1 << grid_bits}")
     z_in, z_out = e["zero_point_in"], e["zero_point_out"]
-    if not 0 <= z_in < (1 << bits):
-        raise fail_m("zero_point_in", f"{z_in} outside the {bits}-bit code range 0..{(1 << bits) - 1}")
-    if not 0 <= z_out < (1 << out_bits):
+    zmax_in = in_level * ((1 << bits) - 1)
+    if not 0 <= z_in <= zmax_in:
+        raise fail_m("zero_point_in", f"{z_in} outside 0..{zmax_in} (in_level * (2**bits - 1))")
+    if not 0 <= z_out < (1 << grid_bits):
         raise fail_m(
-            "zero_point_out", f"{z_out} outside the {out_bits}-bit code range 0..{(1 << out_bits) - 1}"
+            "zero_point_out",
+            f"{z_out} outside the {grid_bits}-bit grid code range 0..{(1 << grid_bits) - 1}",
         )
 
     # --- presence, dtype and shape of every array -----------------------------------------
@@ -572,8 +608,16 @@ def _check_stage(
     in_range("expected_acc", arrays["expected_acc"], 0, (1 << acc_w) - 1, f"acc_width = {acc_w}")
     in_range("expected_codes", arrays["expected_codes"], 0, (1 << out_bits) - 1, f"{out_bits}-bit codes")
 
+    stage = AggregationStage(
+        name=e["name"], indptr=indptr, indices=indices, codes=codes, bits=bits,
+        out_bits=out_bits, zero_point_in=z_in, zero_point_out=z_out, multiplier=mult,
+        shift=shift, mult_bits=mult_bits, word_width=ww, acc_width=acc_w, meta=dict(e["meta"]),
+        in_level=in_level, out_grid_bits=grid_bits,
+        out_thresholds=None if thresholds is None else tuple(thresholds),
+    )
+
     # --- packing --------------------------------------------------------------------------
-    packed = packing.pack_codes(codes, bits, ww, z_in)
+    packed = stage.packed_input()
     if not np.array_equal(packed, arrays["packed_input"]):
         r, b = _first_diff(packed, arrays["packed_input"])
         raise fail(
@@ -582,7 +626,7 @@ def _check_stage(
             f"(file 0x{int(arrays['packed_input'][r, b]):02x}, packed codes 0x{int(packed[r, b]):02x})",
         )
     exp_codes = arrays["expected_codes"].astype(np.int64)
-    packed_out = packing.pack_codes(exp_codes, out_bits, ww, z_out)
+    packed_out = stage.packed_output(exp_codes)
     if not np.array_equal(packed_out, arrays["expected_packed"]):
         r, b = _first_diff(packed_out, arrays["expected_packed"])
         raise fail(
@@ -591,12 +635,6 @@ def _check_stage(
             f"(file 0x{int(arrays['expected_packed'][r, b]):02x}, "
             f"packed codes 0x{int(packed_out[r, b]):02x})",
         )
-
-    stage = AggregationStage(
-        name=e["name"], indptr=indptr, indices=indices, codes=codes, bits=bits,
-        out_bits=out_bits, zero_point_in=z_in, zero_point_out=z_out, multiplier=mult,
-        shift=shift, mult_bits=mult_bits, word_width=ww, acc_width=acc_w, meta=dict(e["meta"]),
-    )
     golden = GoldenStage(
         stage=stage,
         expected_acc=arrays["expected_acc"].astype(np.int64),

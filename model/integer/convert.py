@@ -53,6 +53,7 @@ def _act_is_relu(act: Callable[[Tensor], Tensor] | None, where: str) -> bool:
 
 
 def _weight_codes(model: torch.nn.Module, q: Quantizer, w: Tensor) -> tuple[np.ndarray, QParams]:
+    """Stored weight codes and their parameters (the matmuls use ``qp.centred(codes)``)."""
     qp = _qp(model, q)
     codes = q.quantize_codes(w.detach()).cpu().numpy().astype(np.int64)
     return codes, qp
@@ -107,15 +108,20 @@ class AggregationSpec:
         """The hardware stage for these message codes (signed codes become offset binary)."""
         off_in = -self.message.qmin  # 0 for unsigned codes, 2**(b-1) for signed
         off_out = -self.aggregate.qmin
+        agg = self.aggregate
+        meta: dict[str, Any] = {"message_scale": float(self.message.scale),
+                                "aggregate_scale": float(agg.scale)}
+        if self.message.truncated or agg.truncated:
+            meta["truncation"] = {"message": self.message.truncated, "aggregate": agg.truncated}
         return AggregationStage(
             name=self.name, indptr=self.indptr, indices=self.indices,
-            codes=message_codes + off_in, bits=self.message.bits, out_bits=self.aggregate.bits,
-            zero_point_in=int(self.message.zero) + off_in,
-            zero_point_out=int(self.aggregate.zero) + off_out,
+            codes=message_codes + off_in, bits=self.message.bits, out_bits=agg.bits,
+            zero_point_in=int(self.message.zero) + off_in * self.message.level,
+            zero_point_out=int(agg.zero) + off_out,
             multiplier=self.multiplier, shift=self.shift, mult_bits=self.mult_bits,
-            word_width=word_width,
-            meta={"message_scale": float(self.message.scale),
-                  "aggregate_scale": float(self.aggregate.scale)},
+            word_width=word_width, meta=meta, in_level=self.message.level,
+            out_grid_bits=None if agg.grid_max is None else agg.grid_max.bit_length(),
+            out_thresholds=agg.thresholds if agg.truncated else None,
         )
 
     def run(self, message_codes: np.ndarray) -> tuple[np.ndarray, AggregationStage]:
@@ -154,7 +160,7 @@ class IntLayer:
         Returns the centred input codes and the aggregate codes."""
         self.stages = []
         xc = _densify_centred(self.inp(x))
-        self._rec(self.inp.target, xc + self.inp.target.zero)
+        self._rec(self.inp.target, self.inp.codes(xc))
         m = self._rec(self.msg, self.rq_msg(xc))
         return xc, self._aggregate(m)
 
@@ -173,25 +179,36 @@ class InputRequant:
         self.rq = None if prev is None else Requant.build([prev.scale / target.scale], target)
 
     def __call__(self, x: np.ndarray | SparseFeatures | Tensor) -> Any:
-        """Centred input codes (``codes - zero``); sparse for sparse raw features."""
+        """Centred input codes (``level * codes - zero``); sparse for sparse raw features."""
         t = self.target
         if self.prev is None:
             if isinstance(x, SparseFeatures):
+                zero_code = _quantize_real(np.zeros(1), t)
+                if int(t.centred(zero_code)[0]) != 0:
+                    raise IntegerConversionError(
+                        f"{t.name}: real 0 quantizes to a non-zero level, so a sparse input's "
+                        "implicit zeros would change (use a dense input)")
                 crow = x.pattern.crow.cpu().numpy()
                 col = x.pattern.col.cpu().numpy()
                 vals = _quantize_real(x.values.detach().cpu().numpy(), t)
-                return sp.csr_matrix((vals - int(t.zero), col, crow), shape=x.shape)
+                return sp.csr_matrix((t.centred(vals), col, crow), shape=x.shape)
             arr = x.detach().cpu().numpy() if isinstance(x, Tensor) else np.asarray(x)
-            return _quantize_real(arr, t) - t.zero
+            return t.centred(_quantize_real(arr, t))
         assert self.rq is not None and self.prev is not None
-        return self.rq(self.prev.centred(np.asarray(x))) - t.zero
+        return t.centred(self.rq(self.prev.centred(np.asarray(x))))
+
+    def codes(self, xc: Any) -> np.ndarray:
+        """Stored codes (dense int64) of centred codes ``xc`` returned by ``__call__``."""
+        t = self.target
+        return (_densify_centred(xc) + t.zero) // t.level
 
 
 def _quantize_real(x: np.ndarray, qp: QParams) -> np.ndarray:
     """The float boundary: raw features to codes, with the fake quantizer's rule."""
     xf = np.asarray(x, dtype=np.float32)
     inv = (np.float32(1.0) / qp.scale.astype(np.float32)).astype(np.float32)
-    return np.clip(np.rint(xf * inv).astype(np.int64) + qp.zero, qp.qmin, qp.qmax)
+    lo, hi = qp.grid_range
+    return qp.snap(np.clip(np.rint(xf * inv).astype(np.int64) + qp.zero, lo, hi))
 
 
 def _densify_centred(x: Any) -> np.ndarray:
@@ -221,9 +238,9 @@ class IntGCN(IntLayer):
     def forward(self, x: Any) -> np.ndarray:
         self.stages = []
         xc = self.inp(x)
-        self._rec(self.inp.target, (xc if not sp.issparse(xc) else xc.toarray()) + self.inp.target.zero)
+        self._rec(self.inp.target, self.inp.codes(xc))
         self._rec(self.wq, self.w)
-        o = self._rec(self.out, self.rq_out(int_matmul(xc, self.w)))
+        o = self._rec(self.out, self.rq_out(int_matmul(xc, self.wq.centred(self.w))))
         m = self._rec(self.msg, self.rq_msg(self.out.centred(o)))
         a = self._aggregate(m)
         return self._rec(self.upd, self.rq_upd(self.agg_q.centred(a)))
@@ -259,10 +276,10 @@ class IntGIN(IntLayer):
     def forward(self, x: Any) -> np.ndarray:
         _, a = self._aggregate_input(x)
         self._rec(self.wq1, self.w1)
-        h = self._rec(self.out, self.rq_out(int_matmul(self.agg_q.centred(a), self.w1)))
+        h = self._rec(self.out, self.rq_out(int_matmul(self.agg_q.centred(a), self.wq1.centred(self.w1))))
         x2 = self._rec(self.in2, self.rq_in2(self.out.centred(h)))
         self._rec(self.wq2, self.w2)
-        o = self._rec(self.out2, self.rq_out2(int_matmul(self.in2.centred(x2), self.w2)))
+        o = self._rec(self.out2, self.rq_out2(int_matmul(self.in2.centred(x2), self.wq2.centred(self.w2))))
         return self._rec(self.upd, self.rq_upd(self.out2.centred(o)))
 
 
@@ -295,8 +312,8 @@ class IntSAGE(IntLayer):
         xc, a = self._aggregate_input(x)
         self._rec(self.wql, self.wl)
         self._rec(self.wqr, self.wr)
-        acc_l = int_matmul(self.agg_q.centred(a), self.wl)
-        acc_r = int_matmul(xc, self.wr)
+        acc_l = int_matmul(self.agg_q.centred(a), self.wql.centred(self.wl))
+        acc_r = int_matmul(xc, self.wqr.centred(self.wr))
         h = self._rec(self.out, self.rq_out(acc_l, acc_r))
         return self._rec(self.upd, self.rq_upd(self.out.centred(h)))
 
@@ -316,9 +333,9 @@ class IntLinear(IntLayer):
 
     def forward(self, x: Any) -> np.ndarray:
         xc = self.inp(x)
-        self._rec(self.inp.target, (xc if not sp.issparse(xc) else xc.toarray()) + self.inp.target.zero)
+        self._rec(self.inp.target, self.inp.codes(xc))
         self._rec(self.wq, self.w)
-        o = self._rec(self.out, self.rq_out(int_matmul(xc, self.w)))
+        o = self._rec(self.out, self.rq_out(int_matmul(xc, self.wq.centred(self.w))))
         return self._rec(self.upd, self.rq_upd(self.out.centred(o)))
 
 

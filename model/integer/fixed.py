@@ -14,6 +14,7 @@ from typing import Any
 
 import numpy as np
 
+from ..quant.bit_truncation import BitTruncQuantizer
 from ..quant.fixed_point import to_multiplier_shift
 from ..quant.quantizer import Quantizer
 from . import rules
@@ -30,10 +31,15 @@ class IntegerConversionError(ValueError):
 
 @dataclass(frozen=True)
 class QParams:
-    """Integer form of one quantizer: codes ``q`` stand for ``(q - zero) * scale``.
+    """Integer form of one quantizer: codes ``q`` stand for ``(level * q - zero) * scale``.
 
-    ``scale``/``zero`` are scalars (per tensor) or ``[C]`` arrays along the last axis
+    ``scale``/``zero`` are scalars (per tensor) or ``[C]`` arrays along ``axis``
     (per channel). ``name`` is the quantizer's module path, used by the trace.
+
+    Plain quantizers have ``level = 1``. Bit-truncated ones (BT/BT*, INT2) have 2-bit codes on
+    an 8-bit grid: ``level = 85``, ``scale``/``zero`` the grid's step and zero point,
+    ``grid_max = 255`` and, per tensor, the snap ``thresholds`` (grid codes) that turn a
+    requantized grid code into a 2-bit code (:func:`~model.integer.rules.snap`).
     """
 
     name: str
@@ -43,6 +49,9 @@ class QParams:
     scale: np.ndarray
     zero: np.ndarray
     axis: int = -1
+    level: int = 1
+    grid_max: int | None = None
+    thresholds: tuple[int, ...] | None = None
 
     @classmethod
     def of(cls, name: str, q: Quantizer) -> QParams:
@@ -55,6 +64,18 @@ class QParams:
                 f"{name}: per-node quantization is not supported by the integer path "
                 "(allowed: tensor, channel)"
             )
+        if isinstance(q, BitTruncQuantizer):
+            bt = q.integer_params()
+            per_tensor = bt.axis is None
+            return cls(
+                name, bt.bits, bt.qmin, bt.qmax,
+                (bt.grid_scale.reshape(()) if per_tensor else bt.grid_scale).astype(np.float64),
+                (bt.grid_zero_point.reshape(()) if per_tensor else bt.grid_zero_point).astype(
+                    np.int64),
+                -1 if bt.axis is None else bt.axis, level=bt.level_step, grid_max=bt.grid_qmax,
+                thresholds=rules.bt_thresholds(int(bt.skew_shift[0]), bt.level_step)
+                if per_tensor else None,
+            )
         p = q.integer_params()
         scale = p.scale if p.scale.size > 1 else p.scale.reshape(())
         zero = p.zero_point if p.zero_point.size > 1 else p.zero_point.reshape(())
@@ -65,26 +86,50 @@ class QParams:
     def per_tensor(self) -> bool:
         return self.scale.ndim == 0
 
+    @property
+    def truncated(self) -> bool:
+        """True for a bit-truncated (BT/BT*) quantizer."""
+        return self.level != 1
+
+    @property
+    def grid_range(self) -> tuple[int, int]:
+        """Clamp range of a requantized code before the snap: ``(qmin, qmax)`` for plain
+        quantizers, the 8-bit grid ``(0, 255)`` for BT."""
+        return (self.qmin, self.qmax) if self.grid_max is None else (0, self.grid_max)
+
+    def snap(self, grid_codes: np.ndarray) -> np.ndarray:
+        """Stored codes of clamped grid codes: identity for plain quantizers, the BT snap
+        otherwise (per-tensor BT only: per-channel thresholds have no integer form)."""
+        if not self.truncated:
+            return grid_codes
+        if self.thresholds is None:
+            raise IntegerConversionError(
+                f"{self.name}: a per-channel bit-truncated tensor cannot be a requantization "
+                "target (allowed: per-tensor BT/BT*)"
+            )
+        return rules.snap(grid_codes, self.thresholds)
+
+    def _along_axis(self, a: np.ndarray, ndim: int) -> np.ndarray:
+        if self.per_tensor:
+            return a
+        shape = [1] * ndim
+        shape[self.axis] = -1
+        return a.reshape(shape)
+
     def dequantize(self, codes: np.ndarray) -> np.ndarray:
         """Real values (float64) of ``codes`` (for traces and reports, not for inference)."""
         c = np.asarray(codes, dtype=np.int64)
-        if self.per_tensor:
-            return (c - self.zero) * self.scale
-        shape = [1] * c.ndim
-        shape[self.axis] = -1
-        return (c - self.zero.reshape(shape)) * self.scale.reshape(shape)
+        return self.centred(c) * self._along_axis(self.scale, c.ndim)
 
     def step(self, ndim: int) -> np.ndarray:
-        """The quantization step, shaped to broadcast against an ``ndim``-D code array."""
-        if self.per_tensor:
-            return self.scale
-        shape = [1] * ndim
-        shape[self.axis] = -1
-        return self.scale.reshape(shape)
+        """The real distance between adjacent codes (``level * scale``), shaped to broadcast
+        against an ``ndim``-D code array."""
+        return self.level * self._along_axis(self.scale, ndim)
 
     def centred(self, codes: np.ndarray) -> np.ndarray:
-        """``codes - zero`` (int64)."""
-        return np.asarray(codes, dtype=np.int64) - self.zero
+        """``level * codes - zero`` (int64): the code's value in steps of ``scale``."""
+        c = np.asarray(codes, dtype=np.int64)
+        return self.level * c - self._along_axis(self.zero, c.ndim)
 
 
 @dataclass(frozen=True)
@@ -161,7 +206,8 @@ class Requant:
             t = np.maximum(t, 0)
         if self.frac_bits:
             t = rules.round_shift(t, self.frac_bits)
-        return np.clip(t + self.target.zero, self.target.qmin, self.target.qmax)
+        lo, hi = self.target.grid_range
+        return self.target.snap(np.clip(t + self.target.zero, lo, hi))
 
 
 def int_matmul(x_centred: Any, w_codes: np.ndarray) -> np.ndarray:

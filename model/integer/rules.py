@@ -13,6 +13,14 @@ and ``s_i`` (right shift, ``0..MAX_SHIFT``)::
           = p_i                           (s_i = 0)  #   i.e. floor(p / 2**s + 1/2)
     y_i   = clamp(r_i + z_out, 0, 2**out_bits - 1)   # saturate to the output code range
 
+Bit-truncated (BT/BT*) tensors, the INT2 codes of SMP's bit truncation
+(:mod:`model.quant.bit_truncation`), are 2-bit codes ``c`` standing for the 8-bit *grid*
+value ``L * c`` with ``L = 85``: the sum above then runs on the 2-bit codes unchanged and the
+correction becomes ``c_i = L * acc_i - n_i * z_in`` with ``z_in`` a grid zero point (0..255).
+A BT output is requantized onto its 8-bit grid (``out_bits = 8`` above), then snapped to a
+2-bit code by three comparators, ``y = [g >= t_1] + [g >= t_2] + [g >= t_3]``
+(:func:`snap`; the thresholds are ``85 j - 42 - k`` for skew shift ``k``, :func:`bt_thresholds`).
+
 Widths are derived, never guessed: ``ACC_WIDTH = bit_length(max_terms * (2**bits - 1))`` is the
 smallest width that holds the largest possible sum. A row longer than the width allows raises
 :class:`AccumulatorOverflowError`.
@@ -117,6 +125,26 @@ def requantize(
     return np.clip(r + int(zero_point_out), 0, (1 << out_bits) - 1)
 
 
+def snap(grid_codes: np.ndarray, thresholds: tuple[int, ...] | np.ndarray) -> np.ndarray:
+    """Codes ``sum_j [g >= t_j]`` (int64) of grid codes ``g`` for ascending thresholds ``t``:
+    the comparator snap of a bit-truncated output (``len(t) = 2**bits - 1`` levels above 0)."""
+    g = np.asarray(grid_codes, dtype=np.int64)
+    t = [int(v) for v in thresholds]
+    if any(b < a for a, b in zip(t, t[1:], strict=False)):
+        raise ValueError(f"snap thresholds must be ascending, got {t}")
+    out = np.zeros(g.shape, dtype=np.int64)
+    for v in t:
+        out += g >= v
+    return out
+
+
+def bt_thresholds(skew_shift: int, level_step: int = 85, levels: int = 4) -> tuple[int, ...]:
+    """Grid-code thresholds of the BT/BT* snap ``clamp(floor((g + k + L // 2) / L), 0, 3)``:
+    code ``>= j`` exactly when ``g >= L j - L // 2 - k`` (``k`` = skew shift, 0 for BT)."""
+    half = level_step // 2
+    return tuple(level_step * j - half - int(skew_shift) for j in range(1, levels))
+
+
 def multiplier_shift(
     factor: np.ndarray, mult_bits: int = DEFAULT_MULT_BITS
 ) -> tuple[np.ndarray, np.ndarray]:
@@ -154,6 +182,7 @@ __all__ = [
     "ROUNDING",
     "AccumulatorOverflowError",
     "acc_width",
+    "bt_thresholds",
     "check_row_lengths",
     "corrected_width",
     "max_terms_for_width",
@@ -161,4 +190,5 @@ __all__ = [
     "product_width",
     "requantize",
     "round_shift",
+    "snap",
 ]

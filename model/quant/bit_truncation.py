@@ -265,7 +265,7 @@ class BitTruncQuantizer(Quantizer):
             best_alpha = torch.where(better, torch.full_like(best_alpha, a), best_alpha)
         return best_alpha
 
-    def _initialize(self, x: Tensor, valid: Tensor | None) -> None:
+    def _initialize(self, x: Tensor, valid: Tensor | None, zeros: int = 0) -> None:
         xs = x if valid is None else x[valid]
         if xs.numel() == 0:
             xs = x
@@ -275,7 +275,7 @@ class BitTruncQuantizer(Quantizer):
         else:
             shift = torch.zeros(g.shape[0], dtype=torch.float32)
         self.skew_shift = shift.to(x.device)
-        super()._initialize(x, valid)
+        super()._initialize(x, valid, zeros)
 
     def _load_from_state_dict(self, state_dict: dict[str, Any], prefix: str, *args: Any) -> None:
         key = prefix + "skew_shift"
@@ -283,12 +283,15 @@ class BitTruncQuantizer(Quantizer):
             self.skew_shift = torch.empty_like(state_dict[key])
         super()._load_from_state_dict(state_dict, prefix, *args)
 
-    def _current_scale_zero(self, x: Tensor, update_stats: bool) -> tuple[Tensor, Tensor]:
-        """8-bit grid step ``s`` (float32, > 0) and zero point ``z`` in 0..255 per group."""
+    def _current_scale_zero(
+        self, x: Tensor, update_stats: bool, zeros: int = 0
+    ) -> tuple[Tensor, Tensor]:
+        """8-bit grid step ``s`` (float32, > 0) and zero point ``z`` in 0..255 per group;
+        ``zeros`` counts implicit zeros of a sparse per-tensor ``x`` (percentile ranges)."""
         s = self.spec
         assert self.running_lo is not None and self.running_hi is not None
         if update_stats:
-            blo, bhi = self._batch_range(x)
+            blo, bhi = self._batch_range(x, zeros)
             self.running_lo.mul_(1 - s.momentum).add_(blo * s.momentum)
             self.running_hi.mul_(1 - s.momentum).add_(bhi * s.momentum)
         lo, hi = self.running_lo, self.running_hi
@@ -299,13 +302,19 @@ class BitTruncQuantizer(Quantizer):
         return scale, torch.clamp(round_ste(zero), 0, GRID_QMAX)
 
     # -------------------------------------------------------------------------- forward
-    def forward(self, x: Tensor, protect: Tensor | None = None) -> Tensor:
-        """Fake-quantize ``x`` with BT/BT*; ``protect`` rows pass through (training only)."""
+    def forward(
+        self, x: Tensor, protect: Tensor | None = None, *, elements: int | None = None
+    ) -> Tensor:
+        """Fake-quantize ``x`` with BT/BT*; ``protect`` rows pass through (training only);
+        ``elements`` as in the base class (implicit zeros of sparse values, per tensor)."""
         if protect is not None and not self.training:
             protect = None
+        zeros = 0
+        if elements is not None and self.spec.granularity == "tensor":
+            zeros = max(elements - x.numel(), 0)
         if not bool(self.initialized):
             with torch.no_grad():
-                self._initialize(x, None if protect is None else ~protect)
+                self._initialize(x, None if protect is None else ~protect, zeros)
         ax = self._axis(x)
         assert self.running_lo is not None and self.skew_shift is not None
         if ax is not None and self.running_lo.numel() != x.shape[ax]:
@@ -317,7 +326,7 @@ class BitTruncQuantizer(Quantizer):
         if stats_x.numel() == 0:
             stats_x = x
         shape = self._shape_for(x)
-        scale, zero = self._current_scale_zero(stats_x, self.training)
+        scale, zero = self._current_scale_zero(stats_x, self.training, zeros)
         y = bt_fake_quant(
             x,
             scale.reshape(shape).to(torch.float32),
@@ -329,7 +338,8 @@ class BitTruncQuantizer(Quantizer):
         return y
 
     def forward_rows(
-        self, values: Tensor, row: Tensor, num_rows: int, protect: Tensor | None = None
+        self, values: Tensor, row: Tensor, num_rows: int, protect: Tensor | None = None,
+        num_cols: int | None = None,
     ) -> Tensor:
         """Fake-quantize a sparse matrix's stored values (per-tensor only). The implicit zeros
         stay zero only if real 0 truncates to itself, which is checked (ValueError if not);
@@ -340,7 +350,7 @@ class BitTruncQuantizer(Quantizer):
                 f"granularity 'tensor', got {self.spec.granularity!r}"
             )
         vp = None if protect is None else protect[row]
-        y = self(values, vp)
+        y = self(values, vp, elements=None if num_cols is None else num_rows * num_cols)
         with torch.no_grad():
             _, zero = self._current_scale_zero(values, False)
             assert self.skew_shift is not None
@@ -465,7 +475,34 @@ class TruncatedPrecision(PrecisionConfig):
         return f"{base}-{'bt*' if self.truncation == 'bt_star' else 'bt'}"
 
 
+#: Precision keys every BT/BT* INT2 model needs besides the truncation itself: BT estimates
+#: ranges on its 8-bit grid (learned ranges, QLR, for every role, inputs included) and
+#: needs asymmetric codes, so weights are asymmetric per tensor (as in the SMP paper).
+BT_BASE_PRECISION: dict[str, Any] = {
+    "bits": 2, "range": "qlr",
+    "roles": {"input": {"range": "qlr"},
+              "weight": {"symmetric": False, "granularity": "tensor"}},
+}
+
+
+def bt_precision(truncation: str, overrides: dict[str, Any] | None = None) -> TruncatedPrecision:
+    """An INT2 BT (``"bt"``) or BT* (``"bt_star"``) precision: :data:`BT_BASE_PRECISION`
+    with ``overrides`` (a precision dict) merged over it, every INT2 tensor truncated."""
+    d: dict[str, Any] = {**BT_BASE_PRECISION, "roles": {
+        r: dict(v) for r, v in BT_BASE_PRECISION["roles"].items()}}
+    for k, v in (overrides or {}).items():
+        if k == "roles":
+            for r, rv in dict(v).items():
+                d["roles"][r] = {**d["roles"].get(r, {}), **dict(rv)}
+        else:
+            d[k] = v
+    d.pop("truncation", None)
+    return TruncatedPrecision.wrap(PrecisionConfig.from_dict(d), truncation)
+
+
 __all__ = [
+    "BT_BASE_PRECISION",
+    "bt_precision",
     "CODE_MAX",
     "GRID_BITS",
     "GRID_QMAX",

@@ -103,6 +103,7 @@ class Quantizer(nn.Module):
         self.spec = spec
         self.channel_axis = channel_axis
         self.name = name
+        self.initialized: Tensor
         self.register_buffer("initialized", torch.tensor(False), persistent=True)
         self.register_buffer("running_lo", None)
         self.register_buffer("running_hi", None)

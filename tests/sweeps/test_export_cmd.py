@@ -46,6 +46,7 @@ def test_export_cora_int2(tmp_path: Path, data_root: str) -> None:
         (["--bits", "4", "--layer", "2"], "--layer 2 out of range"),
         (["--bits", "4", "--word-width", "48"], "word width 48 not allowed"),
         (["--bits", "4", "--mult-bits", "4"], "--mult-bits must be in 8..32"),
+        (["--bits", "4", "--truncation", "bt"], "--truncation bt needs --bits 2"),
     ],
 )
 def test_export_argument_errors(tmp_path: Path, capsys: Any, extra: list[str], message: str) -> None:
@@ -53,3 +54,18 @@ def test_export_argument_errors(tmp_path: Path, capsys: Any, extra: list[str], m
     assert rc == 2
     err = capsys.readouterr().err.strip().splitlines()
     assert len(err) == 1 and message in err[0]
+
+
+def test_export_bit_truncated(tmp_path: Path, capsys: Any) -> None:
+    """``--truncation bt_star`` alone gives an INT2 BT* model whose stages carry the BT fields."""
+    out = tmp_path / "bt"
+    rc = main(["export", "--dataset", "csbm:n=200,classes=3,features=16", "--model", "gcn",
+               "--truncation", "bt_star", "--epochs", "5", "--out", str(out), "--quiet",
+               "--threads", "1"])
+    assert rc == 0
+    assert "2-bit BT" in capsys.readouterr().out
+    vs = read_vectors(out)
+    assert vs.manifest["source"]["precision"]["truncation"] == "bt_star"
+    for g in vs.stages:
+        assert (g.stage.bits, g.stage.in_level, g.stage.out_grid_bits) == (2, 85, 8)
+        assert g.stage.out_thresholds is not None and len(g.stage.out_thresholds) == 3

@@ -39,7 +39,8 @@ def vset(tmp_path: Path) -> Path:
 def test_manifest_contents(vset: Path) -> None:
     assert sorted(p.name for p in vset.iterdir()) == ["manifest.json", "stage00.npz", "stage01.npz"]
     m = json.loads((vset / "manifest.json").read_text())
-    assert m["format"] == "qgnn-golden-vectors" and m["version"] == 1
+    assert m["format"] == "qgnn-golden-vectors" and m["version"] == 2
+    assert all((e["in_level"], e["out_thresholds"]) == (1, None) for e in m["stages"])
     assert m["created_by"].startswith("qgnn ")
     assert m["rounding"] == "half_up"
     assert m["source"] == {"dataset": "synthetic", "model": "gcn", "bits": 4, "seed": 0}
@@ -246,7 +247,7 @@ CORRUPTIONS: list[tuple[str, Callable[[Path], None], str, str]] = [
     ("shape-multiplier", edit_arrays(lambda a: _set(a, "multiplier", a["multiplier"][:-1])), "stage00.npz", "multiplier: shape"),
     ("shape-ndim", edit_arrays(lambda a: _set(a, "expected_acc", a["expected_acc"].ravel())), "stage00.npz", "expected_acc: has 1 dimensions"),
     ("shape-packed", edit_arrays(lambda a: _set(a, "packed_input", a["packed_input"][:, :8])), "stage00.npz", "packed_input: shape"),
-    ("version-newer", edit_manifest(lambda m: _set(m, "version", 2)), "manifest.json", "version: format version 2 was written by a newer qgnn"),
+    ("version-newer", edit_manifest(lambda m: _set(m, "version", 3)), "manifest.json", "version: format version 3 was written by a newer qgnn"),
     ("version-bad", edit_manifest(lambda m: _set(m, "version", "1")), "manifest.json", "version: must be a positive integer"),
     ("format-name", edit_manifest(lambda m: _set(m, "format", "other")), "manifest.json", "format: is 'other'"),
     ("rounding", edit_manifest(lambda m: _set(m, "rounding", "half_even")), "manifest.json", "rounding"),
@@ -336,3 +337,39 @@ def test_documented_toy_set(tmp_path: Path) -> None:
     assert [bytes(r).hex(" ") for r in g.packed_input] == ["21 13", "54 16", "87 19"]
     assert [bytes(r).hex(" ") for r in g.expected_packed] == ["54 26", "22 22", "65 27"]
     assert g.expected_words() == [[0x2654], [0x2222], [0x2765]]
+
+
+# --- bit truncation (format version 2) ---------------------------------------------------------
+def test_bt_stage_round_trip(tmp_path: Path) -> None:
+    st = random_stage(np.random.default_rng(5), num_nodes=30, features=21, bits=2, word_width=32,
+                      truncated=True, name="layer2.aggregate")
+    root = write_vectors(tmp_path / "bt", [st], {"dataset": "synthetic"})
+    entry = json.loads((root / "manifest.json").read_text())["stages"][0]
+    assert (entry["in_level"], entry["out_grid_bits"]) == (85, 8)
+    assert entry["out_thresholds"] == list(st.out_thresholds or ())
+    (g,) = read_vectors(root).stages
+    assert g.stage.in_level == 85 and g.stage.out_thresholds == st.out_thresholds
+    assert np.array_equal(g.expected_codes, st.compute()[1])
+
+
+def test_version_1_sets_are_still_read(vset: Path) -> None:
+    def to_v1(m: dict) -> None:
+        m["version"] = 1
+        for e in m["stages"]:
+            for k in fmt.V2_FIELDS:
+                del e[k]
+    edit_manifest(to_v1)(vset)
+    vs = read_vectors(vset)
+    assert [g.stage.in_level for g in vs] == [1, 1]
+
+
+@pytest.mark.parametrize(("edit", "field"), [
+    (lambda s: _set(s, "in_level", 0), "stages[0].in_level: must be >= 1"),
+    (lambda s: _set(s, "out_grid_bits", 8), "stages[0].out_thresholds: is null"),
+    (lambda s: _set(s, "out_thresholds", [1, 2]), "stages[0].out_thresholds: must be null or a list of 15"),
+    (lambda s: _del(s, "in_level"), "stages[0].in_level: missing manifest key"),
+])
+def test_bad_bt_fields_are_rejected(vset: Path, edit: Callable[[dict], None], field: str) -> None:
+    stage0(edit)(vset)
+    with pytest.raises(VectorFormatError, match=field.replace("[", r"\[").replace("]", r"\]")):
+        read_vectors(vset)

@@ -122,3 +122,74 @@ def test_pad_lanes_hold_z_in_and_compute_to_z_out() -> None:
         _, out = stage.compute()
         assert np.all(wide_out[:, feats:] == 1)
         np.testing.assert_array_equal(wide.packed_output(wide_out), stage.packed_output(out))
+
+
+# --- bit-truncated (BT/BT*) stages -------------------------------------------------------------
+def bt_reference(stage: AggregationStage, skew: int) -> list[list[int]]:
+    """Independent BT rule with exact rationals: the real sum of dequantized BT inputs
+    ``sum_j (85 c_j - z_in)`` (grid units), scaled by ``M / 2**s``, rounded half up onto the
+    8-bit output grid, then snapped ``clamp(round((g + k) / 85), 0, 3)`` (never a tie)."""
+    out = []
+    for i in range(stage.num_nodes):
+        row = stage.indices[stage.indptr[i]: stage.indptr[i + 1]].tolist()
+        m, s = int(stage.multiplier[i]), int(stage.shift[i])
+        vals = []
+        for f in range(stage.features):
+            real = sum(85 * int(stage.codes[j, f]) - stage.zero_point_in for j in row)
+            g = math.floor(Fraction(real * m, 2**s) + Fraction(1, 2)) + stage.zero_point_out
+            g = min(max(g, 0), 255)
+            vals.append(min(max(round(Fraction(g + skew, 85)), 0), 3))
+        out.append(vals)
+    return out
+
+
+@settings(max_examples=60, deadline=None)
+@given(seed=st.integers(0, 2**32 - 1), num_nodes=st.integers(1, 24),
+       features=st.integers(1, 12), avg_degree=st.floats(0.0, 8.0))
+def test_bt_stage_equals_independent_reference(seed: int, num_nodes: int, features: int,
+                                               avg_degree: float) -> None:
+    rng = np.random.default_rng(seed)
+    stage = random_stage(rng, num_nodes=num_nodes, features=features, bits=2,
+                         avg_degree=avg_degree, truncated=True)
+    assert stage.out_thresholds is not None and stage.truncated
+    skew = 43 - stage.out_thresholds[0]  # thresholds are 43 - k, 128 - k, 213 - k
+    acc, out = stage.compute()
+    assert acc.max(initial=0) < 2**stage.acc_width  # the sum still runs on 2-bit codes
+    assert out.tolist() == bt_reference(stage, skew)
+    assert stage.corrected_width <= rules.acc_width(8, stage.max_terms) + 1
+
+
+def test_bt_pad_lanes_compute_what_the_expected_words_hold() -> None:
+    """BT pad lanes hold floor(z_in / 85); the expected output words' pad lanes hold what the
+    rule computes from them, row by row (not z_out)."""
+    rng = np.random.default_rng(3)
+    stage = random_stage(rng, num_nodes=16, features=13, bits=2, word_width=16, truncated=True)
+    stage.zero_point_in = 100
+    full = stage.words_per_row * stage.lanes
+    wide_codes = packing.unpack_codes(stage.packed_input(), 2, 16, full)
+    assert np.all(wide_codes[:, 13:] == 1)  # floor(100 / 85)
+    wide = AggregationStage(
+        name="wide", indptr=stage.indptr, indices=stage.indices, codes=wide_codes, bits=2,
+        out_bits=2, zero_point_in=100, zero_point_out=stage.zero_point_out,
+        multiplier=stage.multiplier, shift=stage.shift, word_width=16, in_level=85,
+        out_grid_bits=8, out_thresholds=stage.out_thresholds,
+    )
+    _, wide_out = wide.compute()
+    _, out = stage.compute()
+    assert np.array_equal(stage.packed_output(out), packing.pack_codes(wide_out, 2, 16))
+
+
+@pytest.mark.parametrize(("kwargs", "match"), [
+    ({"in_level": 0}, "in_level must be >= 1"),
+    ({"in_level": 85, "zero_point_in": 256}, "zero_point_in 256 outside 0..255"),
+    ({"out_grid_bits": 8}, "needs out_thresholds"),
+    ({"out_grid_bits": 8, "out_thresholds": (43, 128)}, "needs 3 values"),
+    ({"out_grid_bits": 8, "out_thresholds": (128, 43, 213)}, "must be ascending"),
+    ({"out_grid_bits": 8, "out_thresholds": (43, 128, 213), "zero_point_out": 256},
+     "zero_point_out 256 outside 0..255"),
+])
+def test_bad_bt_stage_fields_are_rejected(kwargs: dict, match: str) -> None:
+    base = dict(name="s", indptr=[0, 1], indices=[0], codes=[[1]], bits=2, out_bits=2,
+                zero_point_in=0, zero_point_out=0, multiplier=[1], shift=[0])
+    with pytest.raises(ValueError, match=match):
+        AggregationStage(**{**base, **kwargs})

@@ -120,3 +120,73 @@ def test_export_round_trip(cora: Any, tmp_path: Any) -> None:
     assert g0.stage.words_per_row == 1  # 10 2-bit codes in one 32-bit word
     full_codes, _ = im.trace["convs.0.q.aggregate"]
     assert np.array_equal(g0.expected_codes, full_codes[:, :10])
+
+
+# --- bit truncation (BT / BT*) -------------------------------------------------------------
+_bt_models: dict[tuple[str, str], Any] = {}
+
+
+def trained_bt(cora: Any, name: str, truncation: str) -> Any:
+    from model.quant.bit_truncation import bt_precision
+
+    key = (name, truncation)
+    if key not in _bt_models:
+        r = train_one(cora, ModelConfig(name=name), bt_precision(truncation),
+                      TrainConfig(epochs=EPOCHS, distill=0.0), seed=0, keep_model=True)
+        _bt_models[key] = r.model
+    return _bt_models[key]
+
+
+@pytest.mark.parametrize(("name", "truncation"), [
+    ("gcn", "bt_star"), ("gin", "bt_star"), ("sage", "bt"), ("decoupled", "bt"),
+    ("decoupled", "bt_star"),
+])
+def test_bt_agreement_and_zero_trace(cora: Any, name: str, truncation: str) -> None:
+    """Every tensor of a BT/BT* model, integer vs fake-quant: no code differs (the real values
+    differ only by the fake-quant model's float32 rounding, far below a step)."""
+    model = trained_bt(cora, name, truncation)
+    im = to_integer(model, cora)
+    ag = agreement(model, im, cora)
+    assert ag.prediction_agreement == 1.0, ag
+    rows = trace(model, im, cora)
+    assert rows and all(r.frac_differing == 0.0 for r in rows), format_trace(rows)
+    assert max(r.max_diff_steps for r in rows) < 1e-4, format_trace(rows)
+    stages = im.stages()
+    assert stages and all(st.truncated and st.in_level == 85 for st in stages)
+    assert all(st.out_thresholds is not None for st in stages)
+    if truncation == "bt":  # BT* thresholds move with each tensor's skewness
+        assert all(st.out_thresholds == (43, 128, 213) for st in stages)
+    agg = next(codes for n, (codes, _) in im.trace.items() if n.endswith("aggregate"))
+    assert set(np.unique(agg)) <= {0, 1, 2, 3} and len(np.unique(agg)) > 1
+
+
+def test_bt_codes_mean_grid_levels(cora: Any) -> None:
+    """A BT tensor's 2-bit code c is the grid value 85 c: dequantizing the integer path's
+    aggregate codes gives exactly the fake quantizer's output."""
+    from model.integer.compare import fake_quant_outputs
+
+    model = trained_bt(cora, "gcn", "bt_star")
+    im = to_integer(model, cora)
+    im.forward(model_input(cora))
+    codes, qp = im.trace["convs.0.q.aggregate"]
+    _, fake = fake_quant_outputs(model, cora)
+    real = (85 * codes - int(qp.zero)) * float(qp.scale)
+    assert np.allclose(real, fake["convs.0.q.aggregate"].numpy(), rtol=0, atol=1e-6)
+
+
+def test_bt_export_round_trip(cora: Any, tmp_path: Any) -> None:
+    model = trained_bt(cora, "gcn", "bt_star")
+    path, im, _ = export_vectors(model, cora, tmp_path / "bt", source={"dataset": "cora"},
+                                 features=12, word_width=16)
+    g0 = read_vectors(path).stages[0]
+    assert g0.stage.truncated and g0.stage.words_per_row == 2  # 12 codes, 8 lanes per word
+    full_codes, _ = im.trace["convs.0.q.aggregate"]
+    assert np.array_equal(g0.expected_codes, full_codes[:, :12])
+
+
+def test_smp_propagation_has_no_integer_form_yet(cora: Any) -> None:
+    r = train_one(cora, ModelConfig(name="decoupled", propagation="smp", k=2),
+                  PrecisionConfig.uniform(8), TrainConfig(epochs=2, distill=0.0), seed=0,
+                  keep_model=True)
+    with pytest.raises(IntegerConversionError, match="QSMPPropagation has no integer form"):
+        to_integer(r.model, cora)
