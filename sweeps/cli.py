@@ -153,6 +153,9 @@ def add_model_arguments(p: argparse.ArgumentParser) -> None:
                     help="propagation steps (decoupled model)")
     hp.add_argument("--alpha", type=_float, default=None,
                     help="teleport probability in [0, 1] (decoupled model)")
+    hp.add_argument("--propagation", default=None, choices=("appnp", "smp"),
+                    help="decoupled model's step: appnp (default) or smp (smoothness-aware "
+                         "message propagation, docs/smp.md)")
     hp.add_argument("--degree-quant", action="store_true",
                     help="Degree-Quant protective masking during training")
     p.add_argument("--threads", type=_positive_int, default=None,
@@ -258,8 +261,9 @@ def _precision(bits: str | None, precision: str | None, truncation: str | None =
 def _model_config(args: argparse.Namespace) -> Any:
     from model.nn import ModelConfig
 
-    given = {k: getattr(args, k) for k in ("hidden", "layers", "dropout", "k", "alpha")
-             if getattr(args, k) is not None}
+    given = {k: getattr(args, k)
+             for k in ("hidden", "layers", "dropout", "k", "alpha", "propagation")
+             if getattr(args, k, None) is not None}
     return ModelConfig(name=args.model, **given)
 
 

@@ -63,6 +63,8 @@ def cmd_export(args: argparse.Namespace) -> int:
     model_cfg = _model_config(args)
     train_cfg = _train_config(args)
     n_stages = model_cfg.k if model_cfg.name == "decoupled" else model_cfg.layers
+    if model_cfg.name == "decoupled" and model_cfg.propagation == "smp":
+        n_stages *= 2  # each SMP step aggregates twice: Â z and the gap Â Δ
     if args.layer is not None and args.layer >= n_stages:
         raise ValueError(f"--layer {args.layer} out of range: a {model_cfg.name} model with these "
                          f"settings has {n_stages} aggregation stages (0..{n_stages - 1})")

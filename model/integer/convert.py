@@ -32,6 +32,7 @@ from ..nn.linear import QLinear
 from ..nn.models import QConvStack, QDecoupled, QuantGNN
 from ..nn.propagation import QPropagation
 from ..nn.sage_conv import QSAGEConv
+from ..nn.smp_propagation import QSMPPropagation
 from ..quant.quantizer import Quantizer
 from . import rules
 from .fixed import IntegerConversionError, QParams, Requant, int_matmul
@@ -365,6 +366,97 @@ class IntPropagation(IntLayer):
         return self._rec(self.upd, self.rq_upd(self.agg_q.centred(a), self.teleport.centred(h)))
 
 
+def _signed_terms(factors: list[float | np.ndarray]) -> tuple[list[np.ndarray], list[int]]:
+    """Split real factors into magnitudes and signs (+1 / -1; requantization multipliers are
+    unsigned, so a negative factor multiplies the negated input). A factor must keep one sign
+    over all its entries."""
+    mags, signs = [], []
+    for f in factors:
+        a = np.asarray(f, dtype=np.float64)
+        neg = bool(np.all(a <= 0) and np.any(a < 0))
+        if not neg and np.any(a < 0):
+            raise IntegerConversionError("a requantization factor changes sign across nodes")
+        mags.append(-a if neg else a)
+        signs.append(-1 if neg else 1)
+    return mags, signs
+
+
+class IntSMPPropagation(IntLayer):
+    """One SMP step (``docs/smp.md`` section 2) in integers.
+
+    Two aggregation stages on the same CSR (``Â z`` and the gap ``Â Δ``), a 3-term per-node
+    requantization for the gap messages, the exact integer reduction
+    ``T = sum g~ (deg g~ - C)`` (``tr(Δ^T L~ Δ)`` in units of the gap message step squared),
+    and a 4-term update whose last factor ``2 η λ_k s_b / s_y`` depends on the run-time
+    multiplier. ``λ`` and the slack are two scalars per step, updated in float64 from the exact
+    ``T`` (the host's or a scalar unit's job: they only set the next step's factor).
+    """
+
+    def __init__(self, model: QuantGNN, prop: Any, g: GraphOps, prev: QParams,
+                 teleport: QParams, mult_bits: int, name: str) -> None:
+        super().__init__()
+        q, qg, c = prop.q, prop.q_gap, prop.c
+        self.c = c
+        self.prev = prev
+        self.teleport = teleport
+        self.msg = _qp(model, q.message)
+        self.agg_q = _qp(model, q.aggregate)
+        self.upd = _qp(model, q.update)
+        self.gmsg = _qp(model, qg.message)
+        self.gagg = _qp(model, qg.aggregate)
+        d = _col(g.dinv_sqrt)
+        self.deg = g.deg_hat.cpu().numpy().astype(np.int64).reshape(-1, 1)
+        self.nnz = float(g.indices.numel())
+        self.rq_msg = Requant.build([prev.scale * d / self.msg.scale], self.msg)
+        self.agg = AggregationSpec.build(f"{name}.aggregate", g.indptr, g.indices, self.msg,
+                                         self.agg_q, d, mult_bits)
+        self.gap = AggregationSpec.build(f"{name}.gap_aggregate", g.indptr, g.indices,
+                                         self.gmsg, self.gagg, d, mult_bits)
+        eta, mu = c.step, c.mu
+        mags, self.gap_signs = _signed_terms([
+            eta * teleport.scale * d / self.gmsg.scale,
+            -eta * (1.0 + mu) * prev.scale * d / self.gmsg.scale,
+            eta * mu * self.agg_q.scale * d / self.gmsg.scale,
+        ])
+        self.rq_gap = Requant.build(mags, self.gmsg)
+        z_factor = (1.0 - eta * (1.0 + mu)) * prev.scale / self.upd.scale
+        self.upd_static = [z_factor, eta * mu * self.agg_q.scale / self.upd.scale,
+                           eta * teleport.scale / self.upd.scale]
+        self.lam = c.lambda0
+        self.slack = c.slack0
+
+    def reset(self, lam: float, slack: float) -> None:
+        """Set the multiplier and slack entering this step."""
+        self.lam, self.slack = float(lam), float(slack)
+
+    def forward(self, z: np.ndarray, h: np.ndarray) -> np.ndarray:  # type: ignore[override]
+        self.stages = []
+        zc, hc = self.prev.centred(z), self.teleport.centred(h)
+        m = self._rec(self.msg, self.rq_msg(zc))
+        a = self._aggregate(m)
+        ac = self.agg_q.centred(a)
+        gs = self.gap_signs
+        gm = self._rec(self.gmsg, self.rq_gap(gs[0] * hc, gs[1] * zc, gs[2] * ac))
+        b, st = self.gap.run(gm)
+        self.stages.append(st)
+        self._rec(self.gagg, b)
+        # T = sum_i g~_i (deg_i g~_i - C_i), C_i = sum over the row of g~ (exact, int64)
+        gc = self.gmsg.centred(gm)
+        csum = st.in_level * st.accumulate() - st.row_lengths[:, None] * int(st.zero_point_in)
+        t_int = int(np.sum(gc * (self.deg * gc - csum), dtype=np.int64))
+        c = self.c
+        factors = [*self.upd_static, 2.0 * c.step * self.lam * self.gagg.scale / self.upd.scale]
+        mags, signs = _signed_terms(factors)
+        rq_upd = Requant.build(mags, self.upd)
+        bc = self.gagg.centred(b)
+        y = rq_upd(signs[0] * zc, signs[1] * ac, signs[2] * hc, signs[3] * bc)
+        slack = self.slack + 2.0 * c.eta_slack * self.lam * self.slack
+        trace = float(self.gmsg.scale) ** 2 * t_int
+        self.lam = self.lam + c.eta_lambda * (c.bound * self.nnz - slack * slack - trace)
+        self.slack = slack
+        return self._rec(self.upd, y)
+
+
 @dataclass
 class IntegerModel:
     """An integer-only model bound to one graph. See the module docstring."""
@@ -375,6 +467,8 @@ class IntegerModel:
     mult_bits: int
     num_mlp: int = 0
     trace: Trace = field(default_factory=dict)
+    #: ``(λ_k+1, s_k+1)`` after each SMP step of the last forward pass (SMP models only)
+    smp_trace: list[tuple[float, float]] = field(default_factory=list)
 
     def forward(self, x: Tensor | SparseFeatures) -> np.ndarray:
         """Output codes ``[N, C]`` (int64) of the last layer's update quantizer."""
@@ -385,9 +479,19 @@ class IntegerModel:
                 h = lay.forward(h)
                 self.trace.update(lay.trace)
             z = h
+            state: tuple[float, float] | None = None
+            self.smp_trace = []
             for lay in self.layers[self.num_mlp:]:
-                assert isinstance(lay, IntPropagation)
-                z = lay.forward(z, h)
+                if isinstance(lay, IntSMPPropagation):
+                    if state is None:
+                        state = (lay.c.lambda0, lay.c.slack0)
+                    lay.reset(*state)
+                    z = lay.forward(z, h)
+                    state = (lay.lam, lay.slack)
+                    self.smp_trace.append(state)
+                else:
+                    assert isinstance(lay, IntPropagation)
+                    z = lay.forward(z, h)
                 self.trace.update(lay.trace)
             return np.asarray(z)
         out: Any = x
@@ -445,11 +549,16 @@ def to_integer(model: QuantGNN, data: Any, mult_bits: int = rules.DEFAULT_MULT_B
         assert prev is not None
         teleport = prev
         for k, prop in enumerate(model.props):
-            if type(prop) is not QPropagation:
+            name = f"layer{len(model.mlp) + k}"
+            step: IntLayer
+            if type(prop) is QPropagation:
+                step = IntPropagation(model, prop, g, prev, teleport, mult_bits, name)
+            elif type(prop) is QSMPPropagation:
+                step = IntSMPPropagation(model, prop, g, prev, teleport, mult_bits, name)
+            else:
                 raise IntegerConversionError(f"propagation step {k}: {type(prop).__name__} has no integer form")
-            lay = IntPropagation(model, prop, g, prev, teleport, mult_bits, f"layer{len(model.mlp) + k}")
-            layers.append(lay)
-            prev = lay.upd
+            layers.append(step)
+            prev = step.upd
         return IntegerModel("decoupled", layers, prev, mult_bits, num_mlp=len(model.mlp))
     raise IntegerConversionError(f"{type(model).__name__} has no integer form")
 

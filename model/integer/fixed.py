@@ -145,21 +145,29 @@ class FixedScale:
         if not np.all(np.isfinite(f)) or np.any(f < 0):
             raise IntegerConversionError("rescale factors must be finite and non-negative")
         m, s = to_multiplier_shift(f, mult_bits=mult_bits, max_shift=rules.MAX_SHIFT)
-        if np.any(s < 0):
+        if np.any(s < -rules.MAX_SHIFT):
             raise IntegerConversionError(
-                f"rescale factor {float(f.max())!r} too large for a {mult_bits}-bit multiplier"
+                f"rescale factor {float(f.max())!r} too large for a {mult_bits}-bit multiplier "
+                f"and a left shift of at most {rules.MAX_SHIFT}"
             )
         return cls(m.astype(np.int64), s.astype(np.int64))
 
     def apply(self, v: np.ndarray) -> np.ndarray:
-        """``round_half_up(v * M / 2**s)`` for int64 ``v`` (overflow-checked)."""
+        """``round_half_up(v * M / 2**s)`` for int64 ``v`` (overflow-checked). A negative
+        ``s`` (a factor of ``2**mult_bits`` or more) is an exact left shift by ``-s``."""
         v = np.asarray(v, dtype=np.int64)
         vmax = int(np.abs(v).max(initial=0))
-        if (vmax * int(self.mult.max(initial=0))).bit_length() + 1 > rules.MAX_PRODUCT_WIDTH:
+        left = int(max(0, -int(self.shift.min(initial=0))))
+        if (vmax * int(self.mult.max(initial=0))).bit_length() + left + 1 > rules.MAX_PRODUCT_WIDTH:
             raise OverflowError(
                 f"rescale product exceeds {rules.MAX_PRODUCT_WIDTH} bits (|v| <= {vmax})"
             )
-        return rules.round_shift(v * self.mult, self.shift)
+        p = v * self.mult
+        if left == 0:
+            return rules.round_shift(p, self.shift)
+        neg = self.shift < 0
+        return np.where(neg, np.left_shift(p, np.where(neg, -self.shift, 0)),
+                        rules.round_shift(p, np.maximum(self.shift, 0)))
 
 
 @dataclass(frozen=True)

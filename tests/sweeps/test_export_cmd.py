@@ -69,3 +69,14 @@ def test_export_bit_truncated(tmp_path: Path, capsys: Any) -> None:
     for g in vs.stages:
         assert (g.stage.bits, g.stage.in_level, g.stage.out_grid_bits) == (2, 85, 8)
         assert g.stage.out_thresholds is not None and len(g.stage.out_thresholds) == 3
+
+
+def test_export_smp_has_two_stages_per_step(tmp_path: Path) -> None:
+    out = tmp_path / "smp"
+    rc = main(["export", "--dataset", "csbm:n=200,classes=3,features=16", "--model", "decoupled",
+               "--propagation", "smp", "--k", "2", "--bits", "8", "--epochs", "5",
+               "--out", str(out), "--quiet", "--threads", "1"])
+    assert rc == 0
+    names = [g.stage.name for g in read_vectors(out).stages]
+    assert names == ["layer2.aggregate", "layer2.gap_aggregate", "layer3.aggregate",
+                     "layer3.gap_aggregate"]

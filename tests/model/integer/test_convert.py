@@ -184,9 +184,50 @@ def test_bt_export_round_trip(cora: Any, tmp_path: Any) -> None:
     assert np.array_equal(g0.expected_codes, full_codes[:, :12])
 
 
-def test_smp_propagation_has_no_integer_form_yet(cora: Any) -> None:
-    r = train_one(cora, ModelConfig(name="decoupled", propagation="smp", k=2),
-                  PrecisionConfig.uniform(8), TrainConfig(epochs=2, distill=0.0), seed=0,
+@pytest.mark.parametrize("truncation", ["none", "bt_star"])
+def test_smp_integer_path(cora: Any, truncation: str) -> None:
+    """SMP steps in integers: two aggregation stages per step, the multiplier trace of the
+    fake-quant model reproduced from the exact integer T, predictions equal."""
+    from model.quant.bit_truncation import bt_precision
+
+    prec = (PrecisionConfig.from_dict({"bits": 8, "range": "qlr"}) if truncation == "none"
+            else bt_precision(truncation))
+    r = train_one(cora, ModelConfig(name="decoupled", propagation="smp", k=3), prec,
+                  TrainConfig(epochs=EPOCHS, distill=0.0, weight_decay=5e-4), seed=0,
                   keep_model=True)
-    with pytest.raises(IntegerConversionError, match="QSMPPropagation has no integer form"):
-        to_integer(r.model, cora)
+    im = to_integer(r.model, cora)
+    ag = agreement(r.model, im, cora)  # runs both models
+    assert ag.prediction_agreement >= 0.995, ag
+    names = [st.name for st in im.stages()]
+    assert names == [f"layer{2 + k}.{s}" for k in range(3) for s in ("aggregate", "gap_aggregate")]
+    assert len(im.smp_trace) == 3
+    for (lam_i, s_i), (lam_f, s_f) in zip(im.smp_trace, r.model.smp_trace, strict=True):
+        assert lam_i == pytest.approx(lam_f, rel=1e-4) and s_i == pytest.approx(s_f, rel=1e-6)
+    assert im.smp_trace[-1][0] != pytest.approx(im.smp_trace[0][0])  # λ moved
+    if truncation != "none":
+        assert all(st.truncated for st in im.stages())
+
+
+def test_smp_trace_term_is_the_laplacian_form(cora: Any) -> None:
+    """The integer T times the gap step squared is tr(Δ^T L~ Δ) of the dequantized gap
+    messages (float64 reference through the model's own laplacian_form)."""
+    from model.integer.convert import IntSMPPropagation
+    from model.nn.graph_ops import graph_ops
+    from model.nn.smp_propagation import laplacian_form
+
+    r = train_one(cora, ModelConfig(name="decoupled", propagation="smp", k=1),
+                  PrecisionConfig.from_dict({"bits": 4, "range": "qlr"}),
+                  TrainConfig(epochs=5, distill=0.0), seed=0, keep_model=True)
+    im = to_integer(r.model, cora)
+    im.forward(model_input(cora))
+    lay = im.layers[-1]
+    assert isinstance(lay, IntSMPPropagation)
+    gm, qp = im.trace["props.0.q_gap.message"]
+    m = torch.from_numpy(qp.dequantize(gm))
+    g = graph_ops(cora)
+    want = float(laplacian_form(m, g.sum_neighbors(m.float()).double(), g))
+    c = lay.c
+    lam0, s0 = c.lambda0, c.slack0
+    s1 = s0 + 2 * c.eta_slack * lam0 * s0
+    t = (lay.lam - lam0) / c.eta_lambda  # = bound * nnz - s1^2 - T
+    assert c.bound * lay.nnz - s1 * s1 - t == pytest.approx(want, rel=1e-6)

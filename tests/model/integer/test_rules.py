@@ -136,3 +136,17 @@ def test_multiplier_shift_edges() -> None:
         rules.multiplier_shift(np.array([2.0**16]), 16)
     with pytest.raises(ValueError, match="finite and non-negative"):
         rules.multiplier_shift(np.array([-1.0]), 16)
+
+
+def test_fixed_scale_above_the_multiplier_range_is_an_exact_left_shift() -> None:
+    """Factors of 2**mult_bits or more (e.g. a tiny target step) use a left shift: still
+    round(v * M * 2**-s) exactly, with M the factor's 24-bit mantissa."""
+    from model.integer.fixed import FixedScale
+
+    v = np.array([-255, -3, 0, 1, 7, 255], dtype=np.int64)
+    for factor in (2.0**24 + 3.0, 2.6e7, 2.159e9):
+        fs = FixedScale.from_real(factor)
+        assert int(fs.shift) < 0
+        exact = Fraction(int(fs.mult)) * Fraction(2) ** int(-fs.shift)
+        assert abs(exact / Fraction(factor) - 1) < Fraction(1, 2**23)
+        assert fs.apply(v).tolist() == [int(x * exact) for x in v.tolist()]
