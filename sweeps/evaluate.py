@@ -172,8 +172,10 @@ def configs_of(params: Mapping[str, Any]) -> tuple[Any, Any, Any]:
 
     p = params
     model_cfg = ModelConfig(name=p["model"], hidden=p["hidden"], layers=p["layers"],
-                            dropout=p["dropout"], k=p["k"], alpha=p["alpha"])
+                            dropout=p["dropout"], k=p["k"], alpha=p["alpha"],
+                            propagation=p["propagation"])
     train_cfg = TrainConfig(epochs=p["epochs"], lr=p["lr"], weight_decay=p["weight_decay"],
+                            quant_lr=p["quant_lr"], distill=p["distill"],
                             degree_quant=DegreeQuantConfig() if p["degree_quant"] else None,
                             row_normalize=p["row_normalize"])
     return model_cfg, train_cfg, PrecisionConfig.from_dict(p["precision"])

@@ -29,8 +29,9 @@ product; with only ``[[points]]`` the list; with both, list x grid (list outer, 
 last grid axis fastest). Parameters (:data:`PARAMS`):
 
 - ``dataset`` (required), ``split``; ``model``, ``hidden``, ``layers``, ``dropout``, ``k``,
-  ``alpha`` (:class:`model.nn.ModelConfig`); ``epochs``, ``lr``, ``weight_decay``,
-  ``degree_quant``, ``row_normalize`` (:class:`model.train.TrainConfig`); ``seeds``.
+  ``alpha``, ``propagation`` (:class:`model.nn.ModelConfig`); ``epochs``, ``lr``,
+  ``weight_decay``, ``quant_lr``, ``distill``, ``degree_quant``, ``row_normalize``
+  (:class:`model.train.TrainConfig`); ``seeds``.
 - ``bits``: model-wide bit width (2..8, 32/"fp32"), shorthand for ``precision.bits``.
 - ``precision``: a :class:`model.quant.PrecisionConfig` table (``bits``, ``range``, ...,
   ``roles.<role>``, ``layers.<i>``, ``layers.<i>.roles.<role>``); layer indices must exist in
@@ -75,21 +76,26 @@ SPEC_KEYS: tuple[str, ...] = ("name", "description", "fixed", "grid", "points", 
 EVALUATE_KEYS: tuple[str, ...] = ("accuracy", "simulate")
 #: Scalar point parameters (``precision`` and ``arch`` are tables, ``bits`` a shorthand).
 PARAMS: tuple[str, ...] = (
-    "dataset", "split", "model", "hidden", "layers", "dropout", "k", "alpha",
-    "epochs", "lr", "weight_decay", "degree_quant", "row_normalize", "seeds",
+    "dataset", "split", "model", "hidden", "layers", "dropout", "k", "alpha", "propagation",
+    "epochs", "lr", "weight_decay", "quant_lr", "distill", "degree_quant", "row_normalize",
+    "seeds",
 )
 #: Every top-level name a point may set.
 POINT_KEYS: tuple[str, ...] = (*PARAMS, "bits", "precision", "arch")
-#: Defaults of the scalar parameters (``dataset`` has none: a spec must set it).
+#: Defaults of the scalar parameters (``dataset`` has none: a spec must set it). The model and
+#: training ones equal ``ModelConfig()`` / ``TrainConfig()`` defaults (a test checks this; they
+#: are repeated here so that reading a spec does not import torch).
 DEFAULTS: dict[str, Any] = {
     "split": 0, "model": "gcn", "hidden": 64, "layers": 2, "dropout": 0.5, "k": 10,
-    "alpha": 0.1, "epochs": 200, "lr": 0.01, "weight_decay": 5e-4, "degree_quant": False,
-    "row_normalize": False, "seeds": 3,
+    "alpha": 0.1, "propagation": "appnp", "epochs": 200, "lr": 0.01, "weight_decay": 5e-3,
+    "quant_lr": 0.03, "distill": 1.0, "degree_quant": False, "row_normalize": False, "seeds": 3,
 }
+#: Propagation steps of the decoupled model.
+PROPAGATIONS: tuple[str, ...] = ("appnp", "smp")
 #: Largest number of points a spec may define.
 MAX_POINTS = 100_000
 #: Bump when the meaning of a cached accuracy or a point file changes.
-HASH_VERSION = 1
+HASH_VERSION = 2
 
 
 class SpecError(ValueError):
@@ -221,7 +227,8 @@ class SweepPoint:
 
         p = self.params
         return ModelConfig(name=p["model"], hidden=p["hidden"], layers=p["layers"],
-                           dropout=p["dropout"], k=p["k"], alpha=p["alpha"])
+                           dropout=p["dropout"], k=p["k"], alpha=p["alpha"],
+                           propagation=p["propagation"])
 
     def train_config(self) -> Any:
         from model.quant import DegreeQuantConfig
@@ -229,6 +236,7 @@ class SweepPoint:
 
         p = self.params
         return TrainConfig(epochs=p["epochs"], lr=p["lr"], weight_decay=p["weight_decay"],
+                           quant_lr=p["quant_lr"], distill=p["distill"],
                            degree_quant=DegreeQuantConfig() if p["degree_quant"] else None,
                            row_normalize=p["row_normalize"])
 
@@ -596,8 +604,14 @@ def _resolve(merged: Mapping[str, Any], where: str, schema: dict[str, Any] | Non
             v = _float(v, w, lambda x: 0.0 <= x <= 1.0, "a number in [0, 1]")
         elif k == "lr":
             v = _float(v, w, lambda x: x > 0.0, "a number > 0")
-        elif k == "weight_decay":
+        elif k in ("weight_decay", "distill"):
             v = _float(v, w, lambda x: x >= 0.0, "a number >= 0")
+        elif k == "quant_lr":
+            v = _float(v, w, lambda x: x > 0.0, "a number > 0")
+        elif k == "propagation":
+            if v not in PROPAGATIONS:
+                raise SpecError(f"{w}: unknown propagation {v!r}; allowed: "
+                                f"{', '.join(PROPAGATIONS)}")
         elif k in ("degree_quant", "row_normalize"):
             v = _bool(v, w)
         elif k == "seeds":
@@ -605,7 +619,8 @@ def _resolve(merged: Mapping[str, Any], where: str, schema: dict[str, Any] | Non
         p[k] = v
     try:
         ModelConfig(name=p["model"], hidden=p["hidden"], layers=p["layers"],
-                    dropout=p["dropout"], k=p["k"], alpha=p["alpha"])
+                    dropout=p["dropout"], k=p["k"], alpha=p["alpha"],
+                    propagation=p["propagation"])
     except ValueError as e:
         raise SpecError(f"{where}: {e}") from None
 

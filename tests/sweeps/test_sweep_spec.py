@@ -253,3 +253,18 @@ def test_cli_reports_spec_errors_in_one_line(tmp_path: Path,
     err = capsys.readouterr().err.strip().splitlines()
     assert len(err) == 1 and err[0].startswith("qgnn: error: ") and "12" in err[0]
     assert not (tmp_path / "o").exists()
+
+
+def test_defaults_are_the_library_defaults() -> None:
+    """A sweep point that sets nothing trains exactly what `qgnn train` trains."""
+    from model.nn import ModelConfig
+    from model.train import TrainConfig
+    from sweeps.spec import DEFAULTS
+
+    m, t = ModelConfig(), TrainConfig()
+    for k in ("hidden", "layers", "dropout", "k", "alpha", "propagation"):
+        assert DEFAULTS[k] == getattr(m, k), k
+    for k in ("epochs", "lr", "weight_decay", "quant_lr", "distill", "row_normalize"):
+        assert DEFAULTS[k] == getattr(t, k), k
+    assert DEFAULTS["degree_quant"] == (t.degree_quant is not None)
+    assert DEFAULTS["model"] == m.name
