@@ -23,10 +23,12 @@ Missing raw files are downloaded by PyG when the machine is online.  Set
 from __future__ import annotations
 
 import contextlib
+import io
 import json
 import os
 import shutil
 import socket
+import sys
 import warnings
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass
@@ -270,12 +272,27 @@ def _preflight(spec: RealSpec, work: WorkRoot, missing: list[Path]) -> None:
         raise _missing_error(spec, work, missing, problem)
 
 
+@contextlib.contextmanager
+def _quiet_pyg() -> Iterator[None]:
+    """Drop PyG's own "Processing..." / "Done!" lines (they ignore the CLI's ``--quiet`` and
+    break its progress display); anything else PyG writes to stderr is passed on."""
+    buf = io.StringIO()
+    try:
+        with contextlib.redirect_stderr(buf):
+            yield
+    finally:
+        rest = [ln for ln in buf.getvalue().splitlines(keepends=True)
+                if ln.strip() not in ("Processing...", "Done!")]
+        if rest:
+            sys.stderr.write("".join(rest))
+
+
 def _download(spec: RealSpec, work: WorkRoot, missing: list[Path]) -> InMemoryDataset:
     """Let PyG download (and process) the dataset, failing fast when offline."""
     _preflight(spec, work, missing)
     raw_dir = work.root / spec.raw_subdir
     try:
-        with _socket_timeout(_timeout()):
+        with _socket_timeout(_timeout()), _quiet_pyg():
             return spec.factory(work.root)
     except Exception as exc:
         still = _missing(spec, raw_dir)
@@ -348,7 +365,7 @@ def _load_locked(spec: RealSpec, work: WorkRoot, split: int) -> Data:
             if not cached:
                 _check_raw_or_raise(spec, raw_dir)
             try:
-                with warnings.catch_warnings():
+                with warnings.catch_warnings(), _quiet_pyg():
                     warnings.simplefilter("ignore")
                     ds = spec.factory(work.root)
             except Exception as exc:

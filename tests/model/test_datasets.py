@@ -277,6 +277,18 @@ def test_corrupt_processed_is_rebuilt(data_root: Path, tmp_path: Path) -> None:
     assert torch.equal(first.x, again.x)
 
 
+def test_processing_prints_nothing(data_root: Path, tmp_path: Path,
+                                   monkeypatch: pytest.MonkeyPatch,
+                                   capfd: pytest.CaptureFixture[str]) -> None:
+    """PyG's own "Processing..." / "Done!" lines would break `--quiet` and progress bars."""
+    monkeypatch.delenv("PYTEST_CURRENT_TEST", raising=False)  # PyG is silent under pytest
+    _copy_dataset(data_root, "Cora", tmp_path)
+    load_dataset("cora", root=tmp_path)
+    assert (tmp_path / "Cora" / "processed" / "data.pt").is_file()  # it did process
+    out, err = capfd.readouterr()
+    assert "Processing" not in out + err and "Done!" not in out + err
+
+
 def test_changed_raw_file_triggers_reprocess(data_root: Path, tmp_path: Path) -> None:
     raw = _copy_dataset(data_root, "Cora", tmp_path)
     load_dataset("cora", root=tmp_path)
