@@ -65,7 +65,7 @@ def quantize_input(
         )
         if not sparse_ok:
             return dropout(q(x.to_dense(), protect))
-        v = q.forward_rows(x.values, x.pattern.row, x.shape[0], protect)
+        v = q.forward_rows(x.values, x.pattern.row, x.shape[0], protect, num_cols=x.shape[1])
         return SparseFeatures(x.pattern, dropout(v))
     return dropout(q(x, protect))
 

@@ -215,17 +215,11 @@ def test_sparse_and_dense_inputs_give_the_same_output(name, bits, rng, gran) -> 
 
 @pytest.mark.parametrize(
     ("name", "gran"),
-    [
-        pytest.param(n, gr, marks=pytest.mark.xfail(
-            strict=True,
-            reason="BUG: for SparseFeatures only the stored values are quantized, so a "
-            "percentile input range is computed without the implicit zeros (per tensor) or "
-            "replaced by the row min/max (per node, forward_rows): the range and the model "
-            "output differ from the same input given densely"))
-        for n in ("gcn", "decoupled") for gr in ("tensor", "node")
-    ] + [("gin", "tensor"), ("sage", "node")],  # these densify before quantizing
+    [(n, gr) for n in ("gcn", "decoupled") for gr in ("tensor", "node")]
+    + [("gin", "tensor"), ("sage", "node")],  # gin/sage densify before quantizing
 )
 def test_sparse_and_dense_inputs_same_output_percentile(name: str, gran: str) -> None:
+    """Percentile ranges count a sparse input's implicit zeros (``forward_rows(num_cols=)``)."""
     x = sparse_x(0)
     g = graph(0)
     m1, m2 = _pair(name, _prec(4, "percentile", gran))
@@ -237,14 +231,8 @@ def test_sparse_and_dense_inputs_same_output_percentile(name: str, gran: str) ->
     torch.testing.assert_close(a, b, rtol=1e-5, atol=1e-5)
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="BUG: LSQ's gradient scale 1/sqrt(n * Qp) uses n = x.numel(); on the sparse path "
-    "(per-tensor input quantizer) x is the nnz stored values, not N*F, so the input "
-    "quantizer's log_step/offset gradients are sqrt(N*F/nnz) times larger than for the same "
-    "input given densely",
-)
 def test_sparse_and_dense_inputs_same_lsq_gradients() -> None:
+    """LSQ's gradient scale ``1/sqrt(n Qp)`` uses n = N*F on the sparse path too, not nnz."""
     x = sparse_x(0)
     g = graph(0)
     m1, m2 = _pair("gcn", _prec(4, "lsq", "tensor"))

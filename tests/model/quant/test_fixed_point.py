@@ -43,8 +43,7 @@ def test_float32_round_trip_is_exact(v: float) -> None:
 @settings(max_examples=200, deadline=None)
 @given(
     st.floats(min_value=1e-15, max_value=1e12, allow_nan=False, allow_infinity=False),
-    # 53 is excluded here: see test_mult_bits_53_is_exact_for_float64 (xfail, a bug)
-    st.integers(min_value=1, max_value=62).filter(lambda b: b != 53),
+    st.integers(min_value=1, max_value=62),
 )
 def test_relative_error_below_2_pow_minus_mult_bits(r: float, mult_bits: int) -> None:
     m, sh = to_multiplier_shift(r, mult_bits=mult_bits)
