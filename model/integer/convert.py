@@ -99,6 +99,14 @@ class AggregationSpec:
                 "must have the same width for the aggregation datapath"
             )
         factor = message.scale * np.asarray(dest_factor, dtype=np.float64).reshape(-1) / aggregate.scale
+        # A factor too large for the multiplier (an aggregate range far narrower than one
+        # message step) saturates every output with c != 0 whether it is applied exactly or as
+        # the largest multiplier, as long as that multiplier alone exceeds twice the output
+        # range; c = 0 gives z_out either way. So cap it: the outputs are identical.
+        m_max = (1 << mult_bits) - 1
+        grid = agg.grid_max if (agg := aggregate).grid_max is not None else agg.qmax - agg.qmin
+        if np.any(factor > m_max) and m_max >= 2 * (grid + 1):
+            factor = np.minimum(factor, float(m_max))
         m, s = rules.multiplier_shift(factor, mult_bits)
         return cls(
             name, indptr.cpu().numpy().astype(np.int64), indices.cpu().numpy().astype(np.int64),

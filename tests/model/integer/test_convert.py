@@ -231,3 +231,23 @@ def test_smp_trace_term_is_the_laplacian_form(cora: Any) -> None:
     s1 = s0 + 2 * c.eta_slack * lam0 * s0
     t = (lay.lam - lam0) / c.eta_lambda  # = bound * nnz - s1^2 - T
     assert c.bound * lay.nnz - s1 * s1 - t == pytest.approx(want, rel=1e-6)
+
+
+def test_aggregation_factor_beyond_the_multiplier_is_capped_exactly() -> None:
+    """An aggregate range far narrower than one message step (factor >= 2**16): outputs are
+    saturated for every non-zero corrected sum and z_out otherwise, exactly as the real
+    factor gives."""
+    from model.integer.convert import AggregationSpec
+    from model.integer.fixed import QParams
+
+    msg = QParams("m", 4, 0, 15, np.array(1.0), np.array(3))
+    agg = QParams("a", 4, 0, 15, np.array(1e-7), np.array(5))
+    indptr, indices = torch.tensor([0, 2, 3, 3]), torch.tensor([0, 1, 2])
+    spec = AggregationSpec.build("s", indptr, indices, msg, agg, np.ones(3), 16)
+    codes = np.array([[3, 4, 0], [3, 2, 15], [3, 3, 3]])
+    out, _ = spec.run(codes)
+    c = np.zeros((3, 3), dtype=np.int64)  # corrected sums: row sum - n * z_in (z_in = 3)
+    c[0] = codes[0] + codes[1] - 6
+    c[1] = codes[2] - 3
+    want = np.clip(np.sign(c) * 10**9 + 5, 0, 15)  # real factor 1e7: saturate unless c = 0
+    assert np.array_equal(out, want)
