@@ -19,6 +19,7 @@ from amaranth.sim import Simulator
 from .engine import AggregationEngine
 from .memimage import MemoryImage
 from .params import EngineParams
+from .requant import threshold_ports
 
 
 @dataclass
@@ -42,6 +43,17 @@ class RunResult:
     duplicates: list[int] = field(default_factory=list)
 
 
+def check_thresholds(params: EngineParams, img: MemoryImage) -> tuple[int, ...]:
+    """The image's snap thresholds, checked against the engine (none for a plain one)."""
+    t = tuple(img.thresholds or ())
+    if len(t) != params.num_thresholds:
+        kind = "a truncated" if params.truncated else "a plain"
+        raise ValueError(f"image {img.name!r} has thresholds {img.thresholds}; {kind} engine "
+                         f"takes {params.num_thresholds} (build the image with memory_image "
+                         "for this engine)")
+    return t
+
+
 def run_amaranth(params: EngineParams, img: MemoryImage, latency: int = 1,
                  p_req_stall: float = 0.0, p_resp_stall: float = 0.0,
                  p_out_stall: float = 0.0, seed: int = 0, max_cycles: int = 1_000_000,
@@ -49,6 +61,7 @@ def run_amaranth(params: EngineParams, img: MemoryImage, latency: int = 1,
     """Simulate one run of ``img`` with memories of fixed ``latency`` (cycles, >= 1)."""
     if latency < 1:
         raise ValueError(f"latency must be >= 1 cycle, got {latency}")
+    check_thresholds(params, img)
     dut = engine if engine is not None else AggregationEngine(params)
     rnd = random.Random(seed)
     P = params.pes
@@ -65,6 +78,9 @@ def run_amaranth(params: EngineParams, img: MemoryImage, latency: int = 1,
         ctx.set(dut.words_per_row, img.words_per_row)
         ctx.set(dut.z_in, img.z_in)
         ctx.set(dut.z_out, img.z_out)
+        for port, value in zip(threshold_ports(dut, params), check_thresholds(params, img),
+                               strict=True):
+            ctx.set(port, value)
         ctx.set(dut.start, 1)
         await ctx.tick()
         ctx.set(dut.start, 0)
@@ -119,4 +135,4 @@ def run_amaranth(params: EngineParams, img: MemoryImage, latency: int = 1,
     return result["run"]
 
 
-__all__ = ["RunResult", "run_amaranth"]
+__all__ = ["RunResult", "check_thresholds", "run_amaranth"]

@@ -39,13 +39,21 @@ def _add_engine_args(p: argparse.ArgumentParser, pes_default: int) -> None:
                    help="node index width in bits (default: %(default)s)")
     p.add_argument("--edge-bits", type=_int_at_least(1), default=20,
                    help="CSR position width in bits (default: %(default)s)")
+    p.add_argument("--truncated", action="store_true",
+                   help="the bit-truncated INT2 (BT/BT*) datapath: correction 85 acc - n z_in, "
+                        "8-bit grid zero points, run-time snap thresholds thr1..thr3 "
+                        "(needs --bits 2)")
 
 
 def _params(args: argparse.Namespace, bits: int) -> EngineParams:
     return EngineParams(bits=bits, word_width=args.word_width, pes=args.pes,
                         max_terms=args.max_terms, acc_width=args.acc_width,
                         max_latency=args.max_latency, node_bits=args.node_bits,
-                        edge_bits=args.edge_bits)
+                        edge_bits=args.edge_bits, truncated=args.truncated)
+
+
+def _label(prm: EngineParams) -> str:
+    return f"INT{prm.bits}{' BT (bit-truncated)' if prm.truncated else ''}"
 
 
 def register(sub: Any) -> None:
@@ -79,8 +87,9 @@ def register(sub: Any) -> None:
                     "gates with plain ABC; ice40: SB_LUT4/SB_CARRY/SB_DFF without ABC; never "
                     "ABC9) and report cells by type and LUT / flip-flop / carry totals.",
         allow_abbrev=False)
-    p.add_argument("--bits", type=int, nargs="+", default=list(SUPPORTED_BITS),
-                   choices=SUPPORTED_BITS, help="code widths (default: 2 4 8)")
+    p.add_argument("--bits", type=int, nargs="+", default=None,
+                   choices=SUPPORTED_BITS,
+                   help="code widths (default: 2 4 8; 2 with --truncated)")
     _add_engine_args(p, pes_default=1)
     p.add_argument("--flow", nargs="+", default=["generic", "ice40"], choices=tuple(FLOWS),
                    help="synthesis flows (default: generic ice40)")
@@ -89,9 +98,10 @@ def register(sub: Any) -> None:
 
     p = sub.add_parser(
         "verify", help="run golden vectors on the RTL (Icarus or Verilator)",
-        description="Build the engine sized for the vector set, run every stage on the HDL "
-                    "simulator through cocotb with ideal memory, and compare every output word "
-                    "and the cycle count with the timing contract. Exit status 0 when all "
+        description="Build the engine sized for the vector set (the bit-truncated INT2 "
+                    "datapath for BT/BT* stages, chosen automatically), run every stage on the "
+                    "HDL simulator through cocotb with ideal memory, and compare every output "
+                    "word and the cycle count with the timing contract. Exit status 0 when all "
                     "match, 1 otherwise.",
         allow_abbrev=False)
     p.add_argument("--vectors", required=True, metavar="DIR", help="golden vector set")
@@ -119,8 +129,9 @@ def _cmd_hw_missing(args: argparse.Namespace) -> int:
 def cmd_hw_export(args: argparse.Namespace) -> int:
     from .export import export_verilog
 
-    paths = export_verilog(_params(args, args.bits), args.out)
-    print(f"wrote {paths['verilog']} and {paths['params']}")
+    prm = _params(args, args.bits)
+    paths = export_verilog(prm, args.out)
+    print(f"wrote {paths['verilog']} and {paths['params']} ({_label(prm)})")
     return 0
 
 
@@ -131,17 +142,19 @@ def cmd_hw_synth(args: argparse.Namespace) -> int:
 
     if args.json is not None:
         check_writable_target(args.json)
-    params = [_params(args, b) for b in dict.fromkeys(args.bits)]  # validate all first
+    bits = args.bits if args.bits is not None else (
+        [2] if args.truncated else list(SUPPORTED_BITS))
+    params = [_params(args, b) for b in dict.fromkeys(bits)]  # validate all first
     results = []
     for prm in params:
         for flow in dict.fromkeys(args.flow):
             r = synthesize(prm, flow)
             s = r["summary"]
-            print(f"INT{prm.bits} word {prm.word_width} P={prm.pes} {flow:>13}: "
+            print(f"{_label(prm)} word {prm.word_width} P={prm.pes} {flow:>13}: "
                   f"{s['luts']} LUTs, {s['flip_flops']} flip-flops, {s['carry']} carry, "
                   f"{s['logic_gates']} gates ({s['cells']} cells, {r['seconds']} s)", flush=True)
-            results.append({"bits": prm.bits, "word_width": prm.word_width, "pes": prm.pes,
-                            **r})
+            results.append({"bits": prm.bits, "truncated": prm.truncated,
+                            "word_width": prm.word_width, "pes": prm.pes, **r})
     if args.json is not None:
         write_json_atomic(args.json, {"command": getattr(args, "command_line", None),
                                       "results": results})
@@ -159,12 +172,17 @@ def cmd_verify(args: argparse.Namespace) -> int:
                          latency=args.latency, waves=args.waves, work_dir=args.work_dir)
     d = rep.to_dict()
     d["command"] = getattr(args, "command_line", None)
+    for design in rep.designs:
+        prm = EngineParams.from_dict(design["params"])
+        print(f"engine: {_label(prm)}, word {prm.word_width}, P={prm.pes}, max_terms "
+              f"{prm.max_terms}, acc {prm.acc_bits} bits, corrected {prm.corrected_bits} bits; "
+              f"stages: {', '.join(design['stages'])}")
     for s in rep.stages:
         fm = s.first_mismatch
         where = ("" if fm is None else
                  f"; first mismatch node {fm.node} word {fm.word} lane {fm.lane} "
                  f"(feature {fm.feature})")
-        print(f"{s.name}: {s.mismatches} mismatches in {s.outputs_checked} words; "
+        print(f"{s.name}{' [BT]' if s.truncated else ''}: {s.mismatches} mismatches in {s.outputs_checked} words; "
               f"rtl_cycles {s.rtl_cycles} (contract {s.expected_cycles}, ideal "
               f"{s.ideal_cycles}){' OVERFLOW' if s.overflow else ''}{where}")
     print(f"{'OK' if rep.ok else 'FAIL'}: {rep.mismatches} mismatches, {rep.outputs_checked} "

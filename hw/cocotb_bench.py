@@ -11,7 +11,8 @@ per-cycle work of all ports, which keeps the Python cost per simulated cycle sma
   complete at the coming edge (requests queue their answer for cycle ``t + latency``).
 
 Signals are written only when their value changes. Memories are the flat lists of
-:class:`hw.memimage.MemoryImage`.
+:class:`hw.memimage.MemoryImage`; a truncated engine also gets the image's snap thresholds on
+``thr1 .. thr3`` with ``start``.
 """
 
 from __future__ import annotations
@@ -142,6 +143,12 @@ class EngineBench:
         dut.words_per_row.value = img.words_per_row
         dut.z_in.value = img.z_in
         dut.z_out.value = img.z_out
+        thresholds = tuple(img.thresholds or ())
+        if len(thresholds) != prm.num_thresholds:
+            raise ValueError(f"image {img.name!r} has thresholds {img.thresholds}; the engine "
+                             f"takes {prm.num_thresholds}")
+        for k, value in enumerate(thresholds):
+            getattr(dut, f"thr{k + 1}").value = value
         dut.start.value = 1
         await RisingEdge(clk)          # start accepted at the end of cycle 0
         dut.start.value = 0

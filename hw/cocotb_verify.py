@@ -1,8 +1,9 @@
 """cocotb test module run by ``qgnn verify`` (:func:`hw.verify.verify_vectors`).
 
 Reads its configuration from the JSON file named by ``$QGNN_HW_BENCH_CONFIG`` (vector-set
-directory, engine parameters, memory latency, result path), runs every stage once with ideal
-memory and writes the per-stage results as JSON. Mismatches are reported, not raised: the
+directory, engine parameters, memory latency, result path and optionally ``stages``, the
+indices of the stages this engine runs), runs every (selected) stage once with ideal memory
+and writes the per-stage results as JSON. Mismatches are reported, not raised: the
 caller decides.
 """
 
@@ -28,10 +29,8 @@ def load_config() -> dict:
 
 
 def params_from_config(cfg: dict) -> EngineParams:
-    p = dict(cfg["params"])
-    for k in ("lanes", "acc_bits", "addr_bits", "fifo_depth"):
-        p.pop(k, None)
-    return EngineParams(**p)
+    """The engine parameters of the configuration (``EngineParams.to_dict`` form)."""
+    return EngineParams.from_dict(cfg["params"])
 
 
 @cocotb.test()
@@ -45,7 +44,8 @@ async def verify_vector_set(dut: object) -> None:
     vs = read_vectors(cfg["vectors"], check=False)
     bench = EngineBench(dut, prm)
     reports = []
-    for g in vs.stages:
+    chosen = cfg.get("stages")
+    for g in (vs.stages if chosen is None else [vs.stages[int(k)] for k in chosen]):
         img = memory_image(g, prm)
         await bench.reset()
         t0 = time.perf_counter()
@@ -55,6 +55,7 @@ async def verify_vector_set(dut: object) -> None:
         mm = first_mismatch(img.expected, run.outputs, img.words_per_row, prm.bits, prm.lanes)
         reports.append({
             "name": g.name,
+            "truncated": prm.truncated,
             "num_nodes": img.num_nodes,
             "num_terms": len(img.indices),
             "words_per_row": img.words_per_row,

@@ -2,9 +2,10 @@
 
 Row ``i`` is aggregated by PE ``i mod P``; each PE has its own descriptor, index and feature
 memory ports and its own output stream (``docs/aggregation-engine.md``). The engine latches the
-run-time inputs ``num_nodes`` (N), ``words_per_row`` (W), ``z_in`` and ``z_out`` when it accepts
-``start`` while idle, starts every PE one cycle later, and raises ``done`` once every PE has
-emitted its last output word.
+run-time inputs ``num_nodes`` (N), ``words_per_row`` (W), ``z_in`` and ``z_out`` (and, when
+``params.truncated``, the snap thresholds ``thr1``, ``thr2``, ``thr3``) when it accepts ``start``
+while idle, starts every PE one cycle later, and raises ``done`` once every PE has emitted its
+last output word.
 
 Control and status (all synchronous to ``clk``, reset by ``rst``):
 
@@ -25,7 +26,8 @@ from amaranth.lib import wiring
 from amaranth.lib.wiring import In, Out
 
 from .params import CYCLE_BITS, EngineParams
-from .pe import AggregationPE, pe_members
+from .pe import AggregationPE, pe_members, threshold_members
+from .requant import threshold_ports
 
 
 class AggregationEngine(wiring.Component):
@@ -37,8 +39,9 @@ class AggregationEngine(wiring.Component):
             "start": In(1),
             "num_nodes": In(params.node_bits),
             "words_per_row": In(params.wpr_bits),
-            "z_in": In(params.bits),
-            "z_out": In(params.bits),
+            "z_in": In(params.z_in_bits),
+            "z_out": In(params.z_out_bits),
+            **threshold_members(params),
             "busy": Out(1),
             "done": Out(1),
             "overflow": Out(1),
@@ -53,8 +56,11 @@ class AggregationEngine(wiring.Component):
         prm = self.params
         n_reg = Signal(prm.node_bits)
         w_reg = Signal(prm.wpr_bits)
-        zi_reg = Signal(prm.bits)
-        zo_reg = Signal(prm.bits)
+        zi_reg = Signal(prm.z_in_bits)
+        zo_reg = Signal(prm.z_out_bits)
+        thr_in = threshold_ports(self, prm)
+        thr_reg = [Signal(prm.threshold_bits, name=f"thr{k + 1}_reg")
+                   for k in range(prm.num_thresholds)]
         launch = Signal()   # the cycle the PEs see start
         running = Signal()  # PEs started, waiting for them to finish
 
@@ -69,6 +75,7 @@ class AggregationEngine(wiring.Component):
                 pe.words_per_row.eq(w_reg),
                 pe.z_in.eq(zi_reg),
                 pe.z_out.eq(zo_reg),
+                *[p.eq(r) for p, r in zip(threshold_ports(pe, prm), thr_reg, strict=True)],
             ]
             for name in pe_members(prm):
                 port = getattr(self, name)[k]
@@ -97,6 +104,7 @@ class AggregationEngine(wiring.Component):
                 w_reg.eq(self.words_per_row),
                 zi_reg.eq(self.z_in),
                 zo_reg.eq(self.z_out),
+                *[r.eq(t) for r, t in zip(thr_reg, thr_in, strict=True)],
                 launch.eq(1),
                 self.busy.eq(1),
                 self.done.eq(0),

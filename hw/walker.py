@@ -42,7 +42,7 @@ def tag_layout(params: EngineParams) -> data.StructLayout:
         "first": unsigned(1),
         "last": unsigned(1),
         "deg0": unsigned(1),
-        "nz": unsigned(params.acc_bits),
+        "nz": unsigned(params.nz_bits),
         "multiplier": unsigned(params.mult_bits),
         "shift": unsigned(SHIFT_BITS),
     })
@@ -53,7 +53,8 @@ class RowWalker(wiring.Component):
 
     Ports:
         start: one-cycle pulse; ``num_nodes``, ``words_per_row``, ``z_in`` must be stable from
-            then until the run ends.
+            then until the run ends (``z_in`` is an 8-bit grid code in a truncated engine; the
+            tag carries ``n * z_in``, ``nz_bits`` wide).
         desc_req / desc_resp: row-descriptor memory port (request row ``i``).
         idx_req: index memory port request (CSR position ``k``).
         tags: slot tags, in issue order.
@@ -70,7 +71,7 @@ class RowWalker(wiring.Component):
             "start": In(1),
             "num_nodes": In(params.node_bits),
             "words_per_row": In(params.wpr_bits),
-            "z_in": In(params.bits),
+            "z_in": In(params.z_in_bits),
             "desc_req": Out(stream.Signature(unsigned(params.node_bits))),
             "desc_resp": In(stream.Signature(descriptor_layout(params))),
             "idx_req": Out(stream.Signature(unsigned(params.edge_bits))),

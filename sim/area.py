@@ -97,7 +97,8 @@ def synth_cells(path: str | Path, bits: int, pes: int, word_width: int
     """Gate counts of the matching engine in a ``qgnn hw synth --json`` file, or None.
 
     The file holds ``{"results": [{"bits", "word_width", "pes", "flow", "cells_by_type"}]}``;
-    a result matches on ``bits`` and ``word_width`` and must come from a gate-level flow
+    a result matches on ``bits`` and ``word_width`` (bit-truncated entries are skipped) and must
+    come from a gate-level flow
     (:data:`GATE_FLOWS`, ``generic`` preferred). Returns ``(cells, pes_synthesized)``."""
     try:
         raw = json.loads(Path(path).read_text())
@@ -111,6 +112,8 @@ def synth_cells(path: str | Path, bits: int, pes: int, word_width: int
         if not isinstance(it, dict) or it.get("flow") not in GATE_FLOWS:
             continue
         if it.get("bits") != bits or it.get("word_width") != word_width:
+            continue
+        if it.get("truncated"):  # the BT/BT* element is a different (larger) design
             continue
         cells = it.get("cells_by_type")
         if not isinstance(cells, dict):

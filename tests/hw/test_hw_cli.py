@@ -45,6 +45,9 @@ def test_export_is_deterministic_and_path_free(tmp_path: Path, capsys) -> None:
     (["hw", "export", "--bits", "8", "--word-width", "24", "--out", "x"], "word_width = 24"),
     (["hw"], "missing hw command"),
     (["hw", "synth", "--flow", "abc9"], "invalid choice: 'abc9'"),
+    (["hw", "export", "--bits", "4", "--truncated", "--out", "x"],
+     "truncated = True needs bits = 2"),
+    (["hw", "synth", "--bits", "2", "8", "--truncated"], "truncated = True needs bits = 2"),
     (["verify", "--vectors", "/nonexistent/vectors"], "not a directory"),
 ])
 def test_usage_errors(argv: list[str], message: str, capsys) -> None:
@@ -106,3 +109,66 @@ def test_verify_ok_and_mismatch(tmp_path: Path, capsys) -> None:
     # 16-bit words hold 4 lanes: feature 6 is word 1, lane 2
     assert d["first_mismatch"] | {"expected": 0, "got": 0} == {
         "stage": "s1", "node": 5, "word": 1, "lane": 2, "feature": 6, "expected": 0, "got": 0}
+
+
+def test_export_truncated(tmp_path: Path, capsys) -> None:
+    """`--truncated`: 8-bit zero points, three 9-bit threshold inputs, the 17-bit correction
+    for 169 terms; the plain export has none of them."""
+    args = ["hw", "export", "--bits", "2", "--word-width", "16", "--pes", "1", "--max-terms",
+            "169", "--max-latency", "1", "--node-bits", "6", "--edge-bits", "8"]
+    assert main([*args, "--truncated", "--out", str(tmp_path / "bt")]) == 0
+    assert "INT2 BT (bit-truncated)" in capsys.readouterr().out
+    assert main([*args, "--out", str(tmp_path / "plain")]) == 0
+    bt = (tmp_path / "bt" / f"{TOP_NAME}.v").read_text()
+    plain = (tmp_path / "plain" / f"{TOP_NAME}.v").read_text()
+    for k in (1, 2, 3):
+        assert f"input [8:0] thr{k};" in bt and f"thr{k}" not in plain
+    assert "input [7:0] z_in;" in bt and "input [7:0] z_out;" in bt
+    assert "input [1:0] z_in;" in plain
+    meta = json.loads((tmp_path / "bt" / f"{TOP_NAME}.json").read_text())
+    assert meta["params"]["truncated"] is True
+    assert (meta["params"]["acc_bits"], meta["params"]["corrected_bits"]) == (9, 17)
+    assert meta["ports"]["control_in"][-3:] == ["thr1", "thr2", "thr3"]
+    from hw.export import params_from_file
+
+    assert params_from_file(tmp_path / "bt" / f"{TOP_NAME}.json").truncated
+
+
+def test_verify_rejects_what_the_rtl_cannot_run(tmp_path: Path, capsys) -> None:
+    """A BT input with 8-bit output codes: no engine writes those; the error names out_bits
+    and comes before anything is built."""
+    import dataclasses
+
+    bt = random_stage(np.random.default_rng(3), num_nodes=6, features=5, bits=2,
+                      truncated=True, name="wide")
+    wide = dataclasses.replace(bt, out_bits=8, out_grid_bits=None, out_thresholds=None)
+    vec = write_vectors(tmp_path / "vec", [wide], {"test": "cli"})
+    assert main(["verify", "--vectors", str(vec)]) == 2
+    err = capsys.readouterr().err
+    assert err.startswith("qgnn: error: ") and "out_bits 8 != bits 2" in err
+
+
+@pytest.mark.rtl
+@pytest.mark.skipif(shutil.which("iverilog") is None, reason="iverilog not installed")
+def test_verify_picks_the_truncated_engine(tmp_path: Path, capsys) -> None:
+    """A set with two BT stages and a plain INT2 stage: `qgnn verify` builds the truncated
+    engine for the BT stages and the plain one for the other, and reports which ran where."""
+    rng = np.random.default_rng(8)
+    stages = [random_stage(rng, num_nodes=10, features=11, bits=2, word_width=16,
+                           truncated=True, name="bt0"),
+              random_stage(rng, num_nodes=9, features=7, bits=2, word_width=16, name="plain"),
+              random_stage(rng, num_nodes=12, features=3, bits=2, word_width=16,
+                           truncated=True, name="bt1")]
+    vec = write_vectors(tmp_path / "vec", stages, {"test": "cli bt"})
+    report = tmp_path / "bt.json"
+    assert main(["verify", "--vectors", str(vec), "--pes", "2", "--json", str(report)]) == 0
+    out = capsys.readouterr().out
+    assert "engine: INT2 BT (bit-truncated)" in out and "stages: bt0, bt1" in out
+    assert "bt0 [BT]: 0 mismatches" in out and "plain: 0 mismatches" in out
+    d = json.loads(report.read_text())
+    assert d["ok"] is True and d["mismatches"] == 0 and d["truncated"] is True
+    assert [(x["truncated"], x["stages"]) for x in d["designs"]] == [
+        (False, ["plain"]), (True, ["bt0", "bt1"])]
+    assert [(s["name"], s["truncated"], s["cycles_ok"]) for s in d["stages"]] == [
+        ("bt0", True, True), ("plain", False, True), ("bt1", True, True)]
+    assert d["outputs_checked"] == 10 * 2 + 9 * 1 + 12 * 1

@@ -36,6 +36,11 @@ def test_synth_json_priced_per_cell(tmp_path) -> None:
     assert synth_cells(p, 4, 8, 64) == ({"$_AND_": 10, "$_DFFE_PP_": 2, "$_ANDNOT_": 3,
                                          "$_XOR_": 1}, 1)
     assert synth_cells(p, 2, 8, 64) is None  # no INT2 result
+    bt = tmp_path / "bt.json"
+    bt.write_text(json.dumps({"results": [
+        {"bits": 2, "word_width": 64, "pes": 1, "flow": "generic", "truncated": True,
+         "cells_by_type": {"$_AND_": 50}}]}))
+    assert synth_cells(bt, 2, 8, 64) is None  # the BT element is not the plain INT2 one
     a = replace(load_arch(), synth_json=str(p))
     area = area_breakdown(a, 4, 169)
     # NanGate: AND2 1.064, DFF 4.522, XOR2 1.596 um^2; utilisation 0.7; 8 elements.
