@@ -107,3 +107,26 @@ def test_cora_bt_icarus(tmp_path: Path, data_root: str) -> None:
     assert r["mismatches"] == 0
     assert r["rtl_cycles"] == r["expected_cycles"] == aggregation_cycles(
         stage.row_lengths, 1, 4, 2)
+
+
+def test_trained_cora_bt_star_model_verifies(tmp_path: Path, data_root: str,
+                                             capsys: pytest.CaptureFixture[str]) -> None:
+    """End to end as a user runs it: `qgnn export --truncation bt_star` of a GCN trained on Cora
+    (layer 1: 2708 rows, 13264 terms, 7 BT* features), then `qgnn verify` on Icarus."""
+    from sweeps.cli import main
+
+    vec = tmp_path / "vec"
+    assert main(["export", "--dataset", "cora", "--data-root", data_root, "--model", "gcn",
+                 "--truncation", "bt_star", "--layer", "1", "--epochs", "20", "--threads", "1",
+                 "--quiet", "--out", str(vec)]) == 0
+    capsys.readouterr()
+    report = tmp_path / "verify.json"
+    assert main(["verify", "--vectors", str(vec), "--json", str(report)]) == 0
+    out = capsys.readouterr().out
+    assert "[BT]" in out and "0 mismatches" in out
+    res = json.loads(report.read_text())
+    assert res["ok"] and res["truncated"] and res["mismatches"] == 0
+    (st,) = res["stages"]
+    assert st["name"] == "layer1.aggregate" and st["truncated"]
+    assert st["outputs_checked"] == 2708  # one 64-bit word of 7 codes per row
+    assert st["rtl_cycles"] == st["expected_cycles"] and st["cycles_ok"]
