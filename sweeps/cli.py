@@ -156,6 +156,11 @@ def add_model_arguments(p: argparse.ArgumentParser) -> None:
     hp.add_argument("--propagation", default=None, choices=("appnp", "smp"),
                     help="decoupled model's step: appnp (default) or smp (smoothness-aware "
                          "message propagation, docs/smp.md)")
+    hp.add_argument("--distill", type=_float, default=None, metavar="W",
+                    help="weight of distillation from an FP32 teacher of the same seed "
+                         "(default 1.0; 0 turns it off)")
+    hp.add_argument("--weight-decay", type=_float, default=None, metavar="WD",
+                    help="Adam weight decay (default 5e-3)")
     hp.add_argument("--degree-quant", action="store_true",
                     help="Degree-Quant protective masking during training")
     p.add_argument("--threads", type=_positive_int, default=None,
@@ -271,8 +276,12 @@ def _train_config(args: argparse.Namespace) -> Any:
     from model.quant import DegreeQuantConfig
     from model.train import TrainConfig
 
-    given: dict[str, Any] = {k: getattr(args, k) for k in ("epochs", "lr")
-                             if getattr(args, k) is not None}
+    given: dict[str, Any] = {k: getattr(args, k)
+                             for k in ("epochs", "lr", "distill", "weight_decay")
+                             if getattr(args, k, None) is not None}
+    for k in ("distill", "weight_decay"):
+        if given.get(k, 0.0) < 0:
+            raise CLIError(f"--{k.replace('_', '-')} must be >= 0, got {given[k]}")
     if args.degree_quant:
         given["degree_quant"] = DegreeQuantConfig()
     return TrainConfig(**given)

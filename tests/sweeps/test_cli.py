@@ -125,6 +125,10 @@ def test_subprocess_unknown_dataset_is_one_line() -> None:
         (["--precision", "does-not-exist.json"], "not found"),
         (["--split", "10"], "split"),
         (["--threads", "0"], "--threads"),
+        (["--distill", "-1"], "--distill must be >= 0"),
+        (["--weight-decay", "-0.1"], "--weight-decay must be >= 0"),
+        (["--truncation", "bt", "--bits", "4"], "--truncation bt needs --bits 2"),
+        (["--propagation", "gat"], "invalid choice"),
         (["--unknown-flag"], "unrecognized arguments"),
     ],
 )
@@ -233,14 +237,17 @@ def test_train_hyperparameters_passed(capsys: pytest.CaptureFixture[str], tmp_pa
                      "--epochs", "2", "--seeds", "1", "--hidden", "16", "--layers", "1",
                      "--k", "3", "--alpha", "0.2", "--dropout", "0.1", "--lr", "0.05",
                      "--degree-quant", "--split", "2", "--threads", "1", "--quiet",
+                     "--propagation", "smp", "--distill", "0", "--weight-decay", "1e-4",
                      "--json", str(out)]) == 0
     finally:
         torch.set_num_threads(threads)
     capsys.readouterr()
     d = json.loads(out.read_text())
     assert d["model_config"] == {**d["model_config"], "name": "decoupled", "hidden": 16,
-                                 "layers": 1, "k": 3, "alpha": 0.2, "dropout": 0.1}
+                                 "layers": 1, "k": 3, "alpha": 0.2, "dropout": 0.1,
+                                 "propagation": "smp"}
     assert d["train_config"]["lr"] == 0.05 and d["train_config"]["epochs"] == 2
+    assert d["train_config"]["distill"] == 0.0 and d["train_config"]["weight_decay"] == 1e-4
     assert d["train_config"]["degree_quant"] is not None
     assert d["split"] == 2 and d["seeds"] == [0] and d["torch_threads"] == 1
 
