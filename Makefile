@@ -30,7 +30,17 @@ $(STAMP): pyproject.toml Makefile scripts/ensure_system.sh
 	  assert torch.version.cuda is None, 'a CUDA build of torch was installed; reinstall the CPU build'"
 	@touch $(STAMP)
 
+# Datasets: $QGNN_DATA_ROOT when set; else, when a ../shared/datasets folder sits beside the
+# checkout (this project's development machines, offline), a writable copy of it in
+# .cache/datasets; else the user cache, where PyG downloads Cora on first use.
+SHARED_DATASETS ?= ../shared/datasets
+
 demo: setup
+	@if [ -z "$$QGNN_DATA_ROOT" ] && [ -d "$(SHARED_DATASETS)" ]; then \
+	  [ -d .cache/datasets ] || { mkdir -p .cache && cp -r "$(SHARED_DATASETS)" .cache/datasets; }; \
+	  export QGNN_DATA_ROOT="$$PWD/.cache/datasets"; \
+	  echo "datasets: $$QGNN_DATA_ROOT (copied from $(SHARED_DATASETS))"; \
+	fi; \
 	$(VENV)/bin/qgnn demo
 
 test: setup
