@@ -828,9 +828,9 @@ def _simulate_sparse_gemm(ph: GemmPhase, pat: InputPattern, arch: ArchConfig,
     # (weight-column tiles narrower than the array). A minimum of cycle counts that each
     # never grow with bandwidth never grows with bandwidth either.
     plan = min(plans, key=lambda q: (q.cycles(arch), q.total_bytes))
-    total = plan.cycles(arch)
+    total = float(plan.cycles(arch))
     en = energy(plan)
-    busy = float(plan.compute.sum())
+    busy_total = float(plan.compute.sum())
     balanced = float(plan.balanced.sum())
     npass = int(plan.compute.size)
 
@@ -839,12 +839,12 @@ def _simulate_sparse_gemm(ph: GemmPhase, pat: InputPattern, arch: ArchConfig,
         layer=ph.layer, name=ph.name, kind="combine", engine="combination",
         bits={"act": ph.act_bits, "weight": ph.weight_bits, "out": ph.out_bits,
               "acc": acc_bits},
-        mode=f"csr {plan.mode}", passes=npass, compute=balanced, imbalance=busy - balanced,
-        dram_stall=max(0.0, total - busy), dram=plan.dram,
+        mode=f"csr {plan.mode}", passes=npass, compute=balanced,
+        imbalance=busy_total - balanced, dram_stall=max(0.0, total - busy_total), dram=plan.dram,
         compulsory_bytes=plan.total_bytes - plan.refetch, energy=en,
         ops=macs, peak_ops_per_cycle=peak,
         info={"n": N, "k": K, "m": M, "macs_per_pe": rate,
-              "array_utilization": macs / (busy * peak) if busy else 0.0,
+              "array_utilization": macs / (busy_total * peak) if busy_total else 0.0,
               "input": "dram", "output": output_dst, "input_format": "csr",
               "input_nnz": nnz, "input_density": pat.density,
               "union_columns": int(st1.union.sum()), "weight_rows_read": weight_rows,
