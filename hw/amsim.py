@@ -19,7 +19,10 @@ from amaranth.sim import Simulator
 from .engine import AggregationEngine
 from .memimage import MemoryImage
 from .params import EngineParams
-from .requant import threshold_ports
+from .requant import Requantizer, threshold_ports
+
+#: One requantizer input: per-lane accumulators, row length n, z_in, multiplier, shift.
+RequantVector = tuple[list[int], int, int, int, int]
 
 
 @dataclass
@@ -135,4 +138,46 @@ def run_amaranth(params: EngineParams, img: MemoryImage, latency: int = 1,
     return result["run"]
 
 
-__all__ = ["RunResult", "check_thresholds", "run_amaranth"]
+def run_requantizer(params: EngineParams, vectors: list[RequantVector], z_out: int,
+                    thresholds: tuple[int, ...] = (), p_gap: float = 0.0,
+                    p_stall: float = 0.0, seed: int = 0) -> list[list[int]]:
+    """Drive a lone :class:`~hw.requant.Requantizer` with ``vectors`` in ``amaranth.sim``
+    (random input gaps and output stalls with probabilities ``p_gap``/``p_stall``); return each
+    output word's lane codes. ``thresholds`` set the snap of a truncated (BT) requantizer."""
+    dut = Requantizer(params)
+    rnd = random.Random(seed)
+    outs: list[list[int]] = []
+    mask = (1 << params.bits) - 1
+
+    async def bench(ctx) -> None:  # type: ignore[no-untyped-def]
+        ctx.set(dut.z_out, z_out)
+        for k, t in enumerate(thresholds):
+            ctx.set(getattr(dut, f"thr{k + 1}"), t)
+        i = 0
+        offering = False
+        for _ in range(20 * len(vectors) + 50):
+            if len(outs) == len(vectors):
+                break
+            if not offering and i < len(vectors) and rnd.random() >= p_gap:
+                acc, n, z_in, mult, shift = vectors[i]
+                ctx.set(dut.i.payload, {"acc": acc, "nz": n * z_in, "multiplier": mult,
+                                        "shift": shift})
+                offering = True
+            ctx.set(dut.i.valid, offering)
+            ctx.set(dut.o.ready, rnd.random() >= p_stall)
+            if ctx.get(dut.o.valid) and ctx.get(dut.o.ready):
+                word = ctx.get(Value.cast(dut.o.payload))
+                outs.append([(word >> (k * params.bits)) & mask for k in range(params.lanes)])
+            if offering and ctx.get(dut.i.ready):
+                offering = False
+                i += 1
+            await ctx.tick()
+
+    sim = Simulator(dut)
+    sim.add_clock(1e-8)
+    sim.add_testbench(bench)
+    sim.run()
+    return outs
+
+
+__all__ = ["RequantVector", "RunResult", "check_thresholds", "run_amaranth", "run_requantizer"]

@@ -9,19 +9,15 @@ from ``AggregationStage.compute`` / ``packed_output`` (``model/golden/stage.py``
 from __future__ import annotations
 
 import dataclasses
-import random
 
 import numpy as np
 import pytest
-from amaranth import Value
-from amaranth.sim import Simulator
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
-from hw.amsim import run_amaranth
+from hw.amsim import RequantVector, run_amaranth, run_requantizer
 from hw.memimage import engine_thresholds, memory_image
 from hw.params import EngineParams
-from hw.requant import Requantizer
 from hw.timing import aggregation_cycles
 from hw.verify import design_groups, params_for_stages
 from model.golden import packing
@@ -239,7 +235,7 @@ def test_params_for_stages_picks_the_engine() -> None:
 
 
 # ---- the requantizer alone --------------------------------------------------------------
-Vector = tuple[list[int], int, int, int, int]  # (acc lanes, n, z_in, multiplier, shift)
+Vector = RequantVector
 
 
 def bt_reference(vec: Vector, z_out: int, thr: tuple[int, ...]) -> list[int]:
@@ -249,43 +245,6 @@ def bt_reference(vec: Vector, z_out: int, thr: tuple[int, ...]) -> list[int]:
     c = 85 * np.asarray(acc, dtype=np.int64) - n * z_in
     g = rules.requantize(c, mult, shift, z_out, 8)
     return [int(x) for x in rules.snap(g, thr)]
-
-
-def run_bt_requant(prm: EngineParams, vectors: list[Vector], z_out: int,
-                   thr: tuple[int, ...], seed: int = 0, p: float = 0.3) -> list[list[int]]:
-    dut = Requantizer(prm)
-    rnd = random.Random(seed)
-    outs: list[list[int]] = []
-
-    async def bench(ctx) -> None:
-        ctx.set(dut.z_out, z_out)
-        for k, t in enumerate(thr):
-            ctx.set(getattr(dut, f"thr{k + 1}"), t)
-        i = 0
-        offering = False
-        for _ in range(20 * len(vectors) + 50):
-            if len(outs) == len(vectors):
-                break
-            if not offering and i < len(vectors) and rnd.random() >= p:
-                acc, n, z_in, mult, shift = vectors[i]
-                ctx.set(dut.i.payload, {"acc": acc, "nz": n * z_in, "multiplier": mult,
-                                        "shift": shift})
-                offering = True
-            ctx.set(dut.i.valid, offering)
-            ctx.set(dut.o.ready, rnd.random() >= p)
-            if ctx.get(dut.o.valid) and ctx.get(dut.o.ready):
-                word = ctx.get(Value.cast(dut.o.payload))
-                outs.append([(word >> (2 * k)) & 3 for k in range(prm.lanes)])
-            if offering and ctx.get(dut.i.ready):
-                offering = False
-                i += 1
-            await ctx.tick()
-
-    sim = Simulator(dut)
-    sim.add_clock(1e-8)
-    sim.add_testbench(bench)
-    sim.run()
-    return outs
 
 
 @st.composite
@@ -312,5 +271,5 @@ def test_bt_requant_matches_rules(case) -> None:
     """The requantizer with the 85x correction, grid clamp and snap, under input gaps and
     output stalls, equals the rule (saturation at both ends, ties, shifts past the width)."""
     prm, vectors, z_out, thr, seed = case
-    got = run_bt_requant(prm, vectors, z_out, thr, seed=seed)
+    got = run_requantizer(prm, vectors, z_out, thr, p_gap=0.3, p_stall=0.3, seed=seed)
     assert got == [bt_reference(v, z_out, thr) for v in vectors]

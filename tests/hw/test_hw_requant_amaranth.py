@@ -2,64 +2,25 @@
 
 from __future__ import annotations
 
-import random
-
 import numpy as np
 import pytest
-from amaranth import Value
 from amaranth.sim import Simulator
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
+from hw.amsim import RequantVector, run_requantizer
 from hw.params import EngineParams
 from hw.requant import Requantizer
 from model.integer import rules
 
 # one vector: (acc lanes, n, z_in, multiplier, shift)
-Vector = tuple[list[int], int, int, int, int]
+Vector = RequantVector
 
 
 def reference(prm: EngineParams, vec: Vector, z_out: int) -> list[int]:
     acc, n, z_in, mult, shift = vec
     c = np.asarray(acc, dtype=np.int64) - n * z_in
     return [int(x) for x in rules.requantize(c, mult, shift, z_out, prm.bits)]
-
-
-def run_requant(prm: EngineParams, vectors: list[Vector], z_out: int, p_gap: float = 0.0,
-                p_stall: float = 0.0, seed: int = 0) -> list[list[int]]:
-    """Feed ``vectors`` (with random input gaps and output stalls); return the output lanes."""
-    dut = Requantizer(prm)
-    rnd = random.Random(seed)
-    outs: list[list[int]] = []
-
-    async def bench(ctx) -> None:
-        ctx.set(dut.z_out, z_out)
-        i = 0
-        offering = False
-        for _ in range(20 * len(vectors) + 50):
-            if len(outs) == len(vectors):
-                break
-            if not offering and i < len(vectors) and rnd.random() >= p_gap:
-                acc, n, z_in, mult, shift = vectors[i]
-                ctx.set(dut.i.payload, {"acc": acc, "nz": n * z_in, "multiplier": mult,
-                                        "shift": shift})
-                offering = True
-            ctx.set(dut.i.valid, offering)
-            ctx.set(dut.o.ready, rnd.random() >= p_stall)
-            if ctx.get(dut.o.valid) and ctx.get(dut.o.ready):
-                word = ctx.get(Value.cast(dut.o.payload))
-                outs.append([(word >> (k * prm.bits)) & ((1 << prm.bits) - 1)
-                             for k in range(prm.lanes)])
-            if offering and ctx.get(dut.i.ready):
-                offering = False
-                i += 1
-            await ctx.tick()
-
-    sim = Simulator(dut)
-    sim.add_clock(1e-8)
-    sim.add_testbench(bench)
-    sim.run()
-    return outs
 
 
 @st.composite
@@ -85,7 +46,7 @@ def requant_case(draw):
 @given(requant_case())
 def test_requant_matches_rules(case) -> None:
     prm, vectors, z_out, seed = case
-    got = run_requant(prm, vectors, z_out, p_gap=0.3, p_stall=0.3, seed=seed)
+    got = run_requantizer(prm, vectors, z_out, p_gap=0.3, p_stall=0.3, seed=seed)
     assert got == [reference(prm, v, z_out) for v in vectors]
 
 
@@ -121,7 +82,7 @@ def test_requant_edge_cases(bits: int) -> None:
     ]
     for vec, z_out, want in cases:
         assert reference(prm, vec, z_out) == want, (vec, z_out)   # the hand values hold
-        assert run_requant(prm, [vec], z_out) == [want], (vec, z_out)
+        assert run_requantizer(prm, [vec], z_out) == [want], (vec, z_out)
 
 
 def test_requant_throughput_one_word_per_cycle() -> None:
