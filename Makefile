@@ -50,10 +50,10 @@ test-all: setup
 	$(VPY) -m pytest -q $(PYTEST_ARGS)
 
 lint: setup
-	$(VPY) -m ruff check model sim hw sweeps tests benchmarks
+	$(VPY) -m ruff check qgnn model sim hw sweeps tests benchmarks examples
 
 typecheck: setup
-	$(VPY) -m mypy
+	bash scripts/typecheck.sh $(VPY)
 
 bench-accuracy: setup
 	$(VPY) benchmarks/accuracy.py

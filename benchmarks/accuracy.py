@@ -50,9 +50,9 @@ def _atomic_write(path: Path, text: str) -> None:
 def cell_config(dataset: str, model: str, bits: str, distill: float | None,
                 epochs: int | None) -> dict[str, Any]:
     """The full configuration of one cell (what the cache key hashes)."""
-    from model.nn import ModelConfig
-    from model.quant import PrecisionConfig
-    from model.train import TrainConfig
+    from qgnn.model.nn import ModelConfig
+    from qgnn.model.quant import PrecisionConfig
+    from qgnn.model.train import TrainConfig
 
     tc = TrainConfig()
     if distill is not None:
@@ -75,9 +75,9 @@ def run_cell(data: Any, cfg: dict[str, Any], seeds: list[int], cache: Path,
              label: str) -> dict[str, Any]:
     """Train the seeds of one cell that are not cached yet (one JSON line per seed in
     ``cache``); return the cell summary."""
-    from model.nn import ModelConfig
-    from model.quant import DegreeQuantConfig, PrecisionConfig
-    from model.train import TrainConfig, train_one
+    from qgnn.model.nn import ModelConfig
+    from qgnn.model.quant import DegreeQuantConfig, PrecisionConfig
+    from qgnn.model.train import TrainConfig, train_one
 
     done: dict[int, dict[str, Any]] = {}
     if cache.exists():
@@ -181,7 +181,7 @@ def main() -> int:
     import torch
 
     torch.set_num_threads(a.threads)
-    from model.datasets import load_dataset
+    from qgnn.model.datasets import load_dataset
 
     out = Path(a.out)
     (out / "cells").mkdir(parents=True, exist_ok=True)

@@ -23,11 +23,10 @@ if str(REPO) not in sys.path:
     sys.path.insert(0, str(REPO))
 
 import torch  # noqa: E402
-
-from model.datasets import load_dataset  # noqa: E402
-from model.nn import ModelConfig  # noqa: E402
-from model.quant import DegreeQuantConfig, PrecisionConfig  # noqa: E402
-from model.train import TrainConfig, train_seeds  # noqa: E402
+from qgnn.model.datasets import load_dataset  # noqa: E402
+from qgnn.model.nn import ModelConfig  # noqa: E402
+from qgnn.model.quant import DegreeQuantConfig, PrecisionConfig  # noqa: E402
+from qgnn.model.train import TrainConfig, train_seeds  # noqa: E402
 
 
 def variant(name: str) -> tuple[PrecisionConfig, TrainConfig]:

@@ -24,12 +24,12 @@ import torch
 REPO = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(REPO))
 
-from model.datasets import load_dataset  # noqa: E402
-from model.integer.compare import agreement  # noqa: E402
-from model.integer.convert import to_integer  # noqa: E402
-from model.nn import ModelConfig  # noqa: E402
-from model.quant import PrecisionConfig  # noqa: E402
-from model.train import TrainConfig, row_normalized, train_one  # noqa: E402
+from qgnn.model.datasets import load_dataset  # noqa: E402
+from qgnn.model.integer.compare import agreement  # noqa: E402
+from qgnn.model.integer.convert import to_integer  # noqa: E402
+from qgnn.model.nn import ModelConfig  # noqa: E402
+from qgnn.model.quant import PrecisionConfig  # noqa: E402
+from qgnn.model.train import TrainConfig, row_normalized, train_one  # noqa: E402
 
 
 def main(argv: list[str] | None = None) -> int:

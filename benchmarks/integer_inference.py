@@ -28,12 +28,12 @@ import torch
 REPO = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(REPO))
 
-from model.datasets import load_dataset  # noqa: E402
-from model.integer.convert import model_input, to_integer  # noqa: E402
-from model.nn import ModelConfig, build_model  # noqa: E402
-from model.nn.graph_ops import graph_ops  # noqa: E402
-from model.quant import PrecisionConfig  # noqa: E402
-from model.train import calibrate  # noqa: E402
+from qgnn.model.datasets import load_dataset  # noqa: E402
+from qgnn.model.integer.convert import model_input, to_integer  # noqa: E402
+from qgnn.model.nn import ModelConfig, build_model  # noqa: E402
+from qgnn.model.nn.graph_ops import graph_ops  # noqa: E402
+from qgnn.model.quant import PrecisionConfig  # noqa: E402
+from qgnn.model.train import calibrate  # noqa: E402
 
 GRAPHS = {
     "cora": "cora",

@@ -5,7 +5,7 @@ self-loops, 64 features; random codes by default, or a golden vector set from ``
 on the exported engine with ``qgnn verify``'s machinery (ideal memory of latency ``L``, outputs
 always ready), checks every output word, and records:
 
-- ``rtl_cycles`` (measured) and the contract value (``hw.timing.aggregation_cycles``);
+- ``rtl_cycles`` (measured) and the contract value (``qgnn.core.timing.aggregation_cycles``);
 - the ideal of one word per cycle per PE: ``ideal_max`` = ``max_p S_p`` (the busiest PE, the
   engine's bound without fill) and ``ideal_balanced`` = ``W * sum_i max(n_i, 1) / P`` (perfect
   balance);
@@ -34,9 +34,10 @@ REPO = Path(__file__).resolve().parents[1]
 if str(REPO) not in sys.path:  # allow running without installing the package
     sys.path.insert(0, str(REPO))
 
-from hw.timing import pe_slots  # noqa: E402
-from hw.verify import verify_stages, verify_vectors  # noqa: E402
-from sweeps.atomic import write_json_atomic, write_text_atomic  # noqa: E402
+from qgnn.hw.verify import verify_stages, verify_vectors  # noqa: E402
+
+from qgnn.core.atomic import write_json_atomic, write_text_atomic  # noqa: E402
+from qgnn.core.timing import pe_slots  # noqa: E402
 
 DEFAULT_OUT = REPO / "benchmarks" / "results" / "rtl_speed.json"
 
@@ -48,14 +49,14 @@ def _row_lengths(stage: Any) -> list[int]:
 def run_one(bits: int, simulator: str, pes: int, latency: int, vectors: str | None,
             data_root: str | None) -> dict:
     if vectors:
-        from model.golden.format import read_vectors
+        from qgnn.model.golden.format import read_vectors
 
         vs = read_vectors(vectors, check=False)
         stage = vs.stages[0].stage
         rep = verify_vectors(vectors, simulator=simulator, pes=pes, latency=latency)
         source = f"golden vectors {vectors} (stage {stage.name})"
     else:
-        from hw.stages import cora_stage
+        from qgnn.hw.stages import cora_stage
 
         stage = cora_stage(bits, root=data_root)
         rep = verify_stages([stage], simulator=simulator, pes=pes, latency=latency)

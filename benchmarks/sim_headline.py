@@ -143,9 +143,9 @@ def fp32_layer0_plans(rep: Any, quant: dict[int, Any]) -> list[dict[str, Any]]:
     chosen one (fewest cycles) against the others (cycles, DRAM bytes, energy), and the whole
     FP32 run and the INT2/INT4 ratios had the FP32 chip used that plan (layer 0 runs first and
     overlaps nothing, so its cycles and energy add to the rest of the run)."""
-    from sim.energy import energy_table
-    from sim.engines import SimulationError, simulate_gemm
-    from sim.workload import build_phases, fp32_phases, model_layers
+    from qgnn.sim.energy import energy_table
+    from qgnn.sim.engines import SimulationError, simulate_gemm
+    from qgnn.sim.workload import build_phases, fp32_phases, model_layers
 
     g = rep.graph
     shapes = model_layers("gcn", g.num_features, g.num_classes, rep.precision)
@@ -183,8 +183,8 @@ def main(argv: list[str] | None = None) -> int:
     import torch
 
     torch.set_num_threads(1)
-    from model.datasets import load_dataset
-    from sim import load_arch, simulate
+    from qgnn.model.datasets import load_dataset
+    from qgnn.sim import load_arch, simulate
 
     arch = load_arch(args.arch)
     data = load_dataset("cora", root=args.data_root)

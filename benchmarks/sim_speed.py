@@ -47,10 +47,9 @@ DEFAULT_OUT = REPO / "benchmarks" / "results" / "sim_speed.json"
 
 def cora_stage(data: Any, bits: int, features: int, seed: int = 0) -> Any:
     import numpy as np
-
-    from model.golden.stage import AggregationStage
-    from model.integer import rules
-    from model.nn import graph_ops
+    from qgnn.model.golden.stage import AggregationStage
+    from qgnn.model.integer import rules
+    from qgnn.model.nn import graph_ops
 
     g = graph_ops(data)
     rng = np.random.default_rng(seed)
@@ -73,8 +72,8 @@ def median_time(fn: Any, repeats: int) -> tuple[float, Any]:
 
 
 def part_cora(data_root: str | None, skip_rtl: bool) -> dict[str, Any]:
-    from model.datasets import load_dataset
-    from sim import load_arch, simulate, simulate_stage
+    from qgnn.model.datasets import load_dataset
+    from qgnn.sim import load_arch, simulate, simulate_stage
 
     arch = load_arch()
     pes, latency, bits, hidden = arch.aggregation.pes, arch.aggregation.sram_latency, 4, 64
@@ -93,12 +92,12 @@ def part_cora(data_root: str | None, skip_rtl: bool) -> dict[str, Any]:
         "full_model_cycles": rep.cycles,
         "full_model_fp32_cycles": rep.fp32_cycles,
     }
-    have_rtl = (importlib.util.find_spec("hw.verify") is not None
+    have_rtl = (importlib.util.find_spec("qgnn.hw.verify") is not None
                 and shutil.which("iverilog") is not None)
     if skip_rtl or not have_rtl:
         out["rtl"] = "unavailable" if not have_rtl else "skipped"
         return out
-    from hw.verify import verify_stages
+    from qgnn.hw.verify import verify_stages
 
     t0 = time.perf_counter()
     vr = verify_stages([stage], pes=pes, latency=latency, simulator="icarus")
@@ -123,8 +122,8 @@ def rmat_child(edges: int) -> dict[str, Any]:
     import torch
 
     torch.set_num_threads(1)
-    from model.datasets import load_dataset
-    from sim import simulate
+    from qgnn.model.datasets import load_dataset
+    from qgnn.sim import simulate
 
     t0 = time.perf_counter()
     data = load_dataset(f"rmat:edges={edges},scale=20")

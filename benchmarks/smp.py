@@ -38,13 +38,13 @@ if str(REPO) not in sys.path:  # allow running without installing the package
     sys.path.insert(0, str(REPO))
 
 import torch  # noqa: E402
+from qgnn.model.datasets import load_dataset  # noqa: E402
+from qgnn.model.nn import ModelConfig  # noqa: E402
+from qgnn.model.quant import PrecisionConfig  # noqa: E402
+from qgnn.model.quant.bit_truncation import BT_BASE_PRECISION, TruncatedPrecision  # noqa: E402
+from qgnn.model.train import TrainConfig, train_seeds  # noqa: E402
 
-from model.datasets import load_dataset  # noqa: E402
-from model.nn import ModelConfig  # noqa: E402
-from model.quant import PrecisionConfig  # noqa: E402
-from model.quant.bit_truncation import BT_BASE_PRECISION, TruncatedPrecision  # noqa: E402
-from model.train import TrainConfig, train_seeds  # noqa: E402
-from sweeps.atomic import write_json_atomic, write_text_atomic  # noqa: E402
+from qgnn.core.atomic import write_json_atomic, write_text_atomic  # noqa: E402
 
 PRECISIONS: tuple[str, ...] = ("fp32", "int8", "int4", "int2", "int2-bt", "int2-bt*")
 PROPAGATIONS: tuple[str, ...] = ("smp", "appnp")

@@ -36,12 +36,12 @@ if str(REPO) not in sys.path:  # allow running without installing the package
     sys.path.insert(0, str(REPO))
 
 import torch  # noqa: E402
+from qgnn.model.datasets import DatasetError, load_dataset, resolve_root  # noqa: E402
+from qgnn.model.nn import ModelConfig  # noqa: E402
+from qgnn.model.quant import PrecisionConfig  # noqa: E402
+from qgnn.model.train import TrainConfig, train_one  # noqa: E402
 
-from model.datasets import DatasetError, load_dataset, resolve_root  # noqa: E402
-from model.nn import ModelConfig  # noqa: E402
-from model.quant import PrecisionConfig  # noqa: E402
-from model.train import TrainConfig, train_one  # noqa: E402
-from sweeps.atomic import write_json_atomic  # noqa: E402
+from qgnn.core.atomic import write_json_atomic  # noqa: E402
 
 MODES: dict[str, int] = {"fp32": 32, "int4": 4}
 TARGET_RATIO = 2.0

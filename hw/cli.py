@@ -121,7 +121,7 @@ def register(sub: Any) -> None:
 
 
 def _cmd_hw_missing(args: argparse.Namespace) -> int:
-    from sweeps.cli import CLIError
+    from qgnn.core.errors import CLIError
 
     raise CLIError("missing hw command; choose from export, synth (see `qgnn hw --help`)")
 
@@ -136,7 +136,7 @@ def cmd_hw_export(args: argparse.Namespace) -> int:
 
 
 def cmd_hw_synth(args: argparse.Namespace) -> int:
-    from sweeps.atomic import check_writable_target, write_json_atomic
+    from qgnn.core.atomic import check_writable_target, write_json_atomic
 
     from .synth import synthesize
 
@@ -162,7 +162,7 @@ def cmd_hw_synth(args: argparse.Namespace) -> int:
 
 
 def cmd_verify(args: argparse.Namespace) -> int:
-    from sweeps.atomic import check_writable_target, write_json_atomic
+    from qgnn.core.atomic import check_writable_target, write_json_atomic
 
     from .verify import verify_vectors
 

@@ -15,12 +15,12 @@ import time
 from pathlib import Path
 
 import cocotb
+from qgnn.hw.cocotb_bench import EngineBench, check_run
+from qgnn.hw.memimage import memory_image
+from qgnn.hw.params import EngineParams
+from qgnn.hw.verify import CONFIG_ENV, first_mismatch
 
-from hw.cocotb_bench import EngineBench, check_run
-from hw.memimage import memory_image
-from hw.params import EngineParams
-from hw.timing import aggregation_cycles, ideal_cycles
-from hw.verify import CONFIG_ENV, first_mismatch
+from qgnn.core.timing import aggregation_cycles, ideal_cycles
 
 
 def load_config() -> dict:
@@ -36,7 +36,7 @@ def params_from_config(cfg: dict) -> EngineParams:
 @cocotb.test()
 async def verify_vector_set(dut: object) -> None:
     """Every stage of the vector set, ideal memory of the configured latency."""
-    from model.golden.format import read_vectors
+    from qgnn.model.golden.format import read_vectors
 
     cfg = load_config()
     prm = params_from_config(cfg)

@@ -16,7 +16,7 @@ Control and status (all synchronous to ``clk``, reset by ``rst``):
   accumulators could have wrapped) or a descriptor with ``end < start``.
 - ``cycles`` (out): cycles from accepting ``start`` (cycle 0) to the first cycle with
   ``done = 1``; in that cycle and afterwards it holds ``rtl_cycles`` of the run
-  (:func:`hw.timing.aggregation_cycles` with ideal memory).
+  (:func:`qgnn.core.timing.aggregation_cycles` with ideal memory).
 """
 
 from __future__ import annotations

@@ -86,7 +86,7 @@ def export_verilog(params: EngineParams, out_dir: str | os.PathLike[str]) -> dic
     """Write ``qgnn_agg_engine.v`` and ``qgnn_agg_engine.json`` (parameters, derived widths and
     port names; a truncated engine has the snap threshold inputs ``thr1 .. thr3``) into
     ``out_dir``; return their paths."""
-    from sweeps.atomic import write_json_atomic, write_text_atomic
+    from qgnn.core.atomic import write_json_atomic, write_text_atomic
 
     out = Path(out_dir)
     vpath = write_text_atomic(out / VERILOG_FILE, generate_verilog(params))

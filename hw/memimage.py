@@ -18,8 +18,7 @@ from dataclasses import dataclass
 from typing import Any
 
 import numpy as np
-
-from model.golden import packing
+from qgnn.model.golden import packing
 
 from .params import BT_GRID_BITS, BT_LEVEL, EngineParams
 

@@ -32,8 +32,8 @@ from __future__ import annotations
 
 from dataclasses import asdict, dataclass, field
 
-from model.golden import packing
-from model.integer import rules
+from qgnn.model.golden import packing
+from qgnn.model.integer import rules
 
 #: Code widths the datapath implements.
 SUPPORTED_BITS = rules.HW_BITS

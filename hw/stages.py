@@ -11,9 +11,8 @@ features.
 from __future__ import annotations
 
 import numpy as np
-
-from model.golden.stage import AggregationStage
-from model.integer import rules
+from qgnn.model.golden.stage import AggregationStage
+from qgnn.model.integer import rules
 
 
 def graph_stage(edge_index: np.ndarray, num_nodes: int, bits: int, features: int = 64,
@@ -51,7 +50,7 @@ def graph_stage(edge_index: np.ndarray, num_nodes: int, bits: int, features: int
 def cora_stage(bits: int, features: int = 64, word_width: int = 64, seed: int = 0,
                root: str | None = None) -> AggregationStage:
     """The Cora-sized stage (2708 rows, 13264 terms) with random ``bits``-bit codes."""
-    from model.datasets import load_dataset
+    from qgnn.model.datasets import load_dataset
 
     data = load_dataset("cora", root=root)
     return graph_stage(data.edge_index.numpy(), int(data.num_nodes), bits, features,

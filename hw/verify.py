@@ -4,7 +4,7 @@
 set, builds it with ``cocotb_tools.runner`` and runs :mod:`hw.cocotb_verify` in the simulator:
 every stage once, memories of fixed ``latency`` that never stall, outputs always ready. It
 compares every output word with the set's ``expected_packed`` and the measured cycles with
-:func:`hw.timing.aggregation_cycles`, and returns a :class:`VerifyReport`.
+:func:`qgnn.core.timing.aggregation_cycles`, and returns a :class:`VerifyReport`.
 
 The engine is chosen per stage: plain stages run on the plain datapath, bit-truncated (BT/BT*)
 stages (``stage.truncated``) on the truncated one (``EngineParams.truncated``); a set holding
@@ -323,7 +323,7 @@ def verify_vectors(vectors: str | os.PathLike[str], simulator: str = "icarus", p
     log (``run/sim.log``; ``<plain|bt>/run/sim.log`` when two engines are built) and waveforms
     (default: a temporary directory, removed after a successful run unless ``waves``).
     """
-    from model.golden.format import read_vectors
+    from qgnn.model.golden.format import read_vectors
 
     from .memimage import check_fits
 
@@ -361,7 +361,7 @@ def verify_vectors(vectors: str | os.PathLike[str], simulator: str = "icarus", p
             log = gdir / "run" / "sim.log"
             (gdir / "run").mkdir(parents=True, exist_ok=True)
             try:
-                run_cocotb(runner, simulator, "hw.cocotb_verify", config, gdir / "run",
+                run_cocotb(runner, simulator, "qgnn.hw.cocotb_verify", config, gdir / "run",
                            waves=waves, log_file=log)
             except (RuntimeError, SystemExit) as exc:
                 raise RuntimeError(f"the {simulator} simulation failed ({exc}); log: {log}"
@@ -398,7 +398,7 @@ def verify_vectors(vectors: str | os.PathLike[str], simulator: str = "icarus", p
 
 def verify_stages(stages: Sequence[Any], **kwargs: Any) -> VerifyReport:
     """:func:`verify_vectors` for in-memory AggregationStages (written to a temporary set)."""
-    from model.golden.format import write_vectors
+    from qgnn.model.golden.format import write_vectors
 
     with tempfile.TemporaryDirectory(prefix="qgnn-vectors-") as tmp:
         path = write_vectors(Path(tmp) / "vectors", list(stages), {"source": "in-memory"})

@@ -2,7 +2,7 @@
 
 Public API::
 
-    from sim import simulate, load_arch, ArchConfig
+    from qgnn.sim import simulate, load_arch, ArchConfig
     rep = simulate("cora", model="gcn", bits=4)          # default chip, sim/configs/default.toml
     rep.to_dict()["speedup_vs_fp32"]
 """

@@ -23,7 +23,7 @@ from functools import lru_cache
 from pathlib import Path
 from typing import Any
 
-from model.integer import rules
+from qgnn.model.integer import rules
 
 from .config import FP32_BITS, ArchConfig
 

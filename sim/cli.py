@@ -11,7 +11,7 @@ __all__ = ["cmd_simulate", "register"]
 
 def register(subparsers: Any) -> None:
     """Add ``simulate`` to the ``qgnn`` subcommands."""
-    from model.names import MODEL_NAMES
+    from qgnn.model.names import MODEL_NAMES
 
     p = subparsers.add_parser(
         "simulate",
@@ -47,7 +47,7 @@ def register(subparsers: Any) -> None:
 
 
 def _precision(bits: str, precision: str | None) -> Any:
-    from model.quant import PrecisionConfig, check_bits
+    from qgnn.model.quant import PrecisionConfig, check_bits
 
     b = check_bits(bits, "--bits")
     if b == 32:
@@ -60,7 +60,7 @@ def _precision(bits: str, precision: str | None) -> Any:
 
 
 def cmd_simulate(args: argparse.Namespace) -> int:
-    from sweeps.atomic import check_writable_target, write_json_atomic
+    from qgnn.core.atomic import check_writable_target, write_json_atomic
 
     from .config import load_arch
     from .simulation import simulate

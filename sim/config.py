@@ -32,7 +32,7 @@ from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Any
 
-from model.golden.packing import WORD_WIDTHS
+from qgnn.model.golden.packing import WORD_WIDTHS
 
 __all__ = [
     "ArchConfig",

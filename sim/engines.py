@@ -41,8 +41,7 @@ from dataclasses import dataclass, field
 from typing import Any
 
 import numpy as np
-
-from model.integer import rules
+from qgnn.model.integer import rules
 
 from .config import FP32_BITS, ArchConfig
 from .energy import EnergyTable
@@ -52,7 +51,7 @@ from .workload import SPARSE_DENSITY, AggPhase, GemmPhase, Graph, InputPattern, 
 __all__ = ["PhaseResult", "SimulationError", "simulate_agg", "simulate_gemm"]
 
 try:  # requantizations outside the aggregation datapath (integer model)
-    from model.integer.fixed import REQUANT_MULT_BITS
+    from qgnn.model.integer.fixed import REQUANT_MULT_BITS
 except ImportError:  # pragma: no cover
     REQUANT_MULT_BITS = 24
 #: Extra fractional bits of the integer model's multi-term requantizations.

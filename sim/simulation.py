@@ -24,7 +24,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from model.quant import PrecisionConfig, check_bits
+from qgnn.model.quant import PrecisionConfig, check_bits
 
 from .area import area_breakdown
 from .config import ArchConfig, load_arch
@@ -453,12 +453,12 @@ def simulate(
     if isinstance(dataset, Graph):
         g = dataset
     elif isinstance(dataset, str):
-        from model.datasets import load_dataset
+        from qgnn.model.datasets import load_dataset
 
         g = graph_from_data(load_dataset(dataset, root=data_root, split=split, seed=seed))
     else:
         g = graph_from_data(dataset)
-    from model.nn.models import QuantGNN
+    from qgnn.model.nn.models import QuantGNN
 
     model_name = (model.name if hasattr(model, "name") and isinstance(model.name, str)
                   else type(model).__name__ if isinstance(model, QuantGNN) else str(model).lower())

@@ -10,8 +10,7 @@ from __future__ import annotations
 from dataclasses import dataclass, replace
 
 import numpy as np
-
-from model.golden.stage import AggregationStage
+from qgnn.model.golden.stage import AggregationStage
 
 from .config import ArchConfig, DramConfig, load_arch
 from .energy import energy_table

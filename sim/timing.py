@@ -1,27 +1,27 @@
-"""Timing primitives: the aggregation engine's timing contract and the DRAM/compute pipeline.
+"""Timing primitives: the aggregation engine's timing contract, vectorised, and the DRAM/compute
+pipeline.
 
-The contract (docs/aggregation-engine.md, ``hw/timing.py``): with memories that answer after a
-fixed latency ``L`` and never stall, the engine takes ``max_p F_p`` cycles with
+The contract (docs/aggregation-engine.md, ``qgnn/core/timing.py``): with memories that answer
+after a fixed latency ``L`` and never stall, the engine takes ``max_p F_p`` cycles with
 ``S_p = sum_{i mod P = p} W * max(n_i, 1)`` and ::
 
     F_p = T_fill(L) + S_p    if element p has a row with a term
           T_deg0(L) + S_p    if all of element p's rows have no terms
           T_IDLE             if element p has no rows
 
-``hw/timing.py`` owns the constants (``t_fill``, ``t_deg0``, ``T_IDLE``); this module imports
-them whenever that file is importable and otherwise uses stand-ins with the same shape
-(:func:`timing_source` says which). The formula itself is evaluated here with numpy (no loop
-over rows), and the tests check it against ``hw.timing.aggregation_cycles``.
+The constants live in :mod:`qgnn.core.timing`, the layer that the RTL (``hw/``) and this
+simulator both stand on; the RTL testbenches assert that the engine's measured cycles equal it.
+The formula is evaluated here with numpy (no loop over rows), and the tests check it against
+``qgnn.core.timing.aggregation_cycles``.
 """
 
 from __future__ import annotations
 
-import importlib
-import importlib.util
-from types import ModuleType
-
 import numpy as np
 import numpy.typing as npt
+
+from qgnn.core import timing as _contract
+from qgnn.core.timing import T_IDLE
 
 __all__ = [
     "T_IDLE",
@@ -34,24 +34,10 @@ __all__ = [
     "timing_source",
 ]
 
-#: Stand-ins used only while ``hw/timing.py`` cannot be imported.
-_FALLBACK_ROUND_TRIPS, _FALLBACK_STAGES, _FALLBACK_IDLE = 3, 10, 4
-
-
-def _hw_timing() -> ModuleType | None:
-    try:
-        if importlib.util.find_spec("hw.timing") is None:
-            return None
-        mod = importlib.import_module("hw.timing")
-    except ImportError:
-        return None
-    ok = (hasattr(mod, "t_fill") or hasattr(mod, "T_fill")) and hasattr(mod, "aggregation_cycles")
-    return mod if ok else None
-
 
 def timing_source() -> str:
-    """``"hw.timing"`` when the RTL's timing module is used, else ``"sim.timing (fallback)"``."""
-    return "hw.timing" if _hw_timing() is not None else "sim.timing (fallback)"
+    """The module that owns the timing contract's constants (reported in simulation outputs)."""
+    return _contract.__name__
 
 
 def _check_latency(latency: int) -> None:
@@ -60,30 +46,16 @@ def _check_latency(latency: int) -> None:
 
 
 def T_fill(latency: int) -> int:  # noqa: N802 - the contract's name
-    """Fill and drain of an element whose rows have terms (cycles), ``hw.timing.t_fill``."""
+    """Fill and drain of an element whose rows have terms (cycles), ``qgnn.core.timing.t_fill``."""
     _check_latency(latency)
-    hw = _hw_timing()
-    if hw is not None:
-        f = getattr(hw, "t_fill", None) or hw.T_fill
-        return int(f(int(latency)))
-    return _FALLBACK_ROUND_TRIPS * int(latency) + _FALLBACK_STAGES
+    return _contract.t_fill(int(latency))
 
 
 def T_deg0(latency: int) -> int:  # noqa: N802
-    """Fill and drain of an element whose rows all have no terms (cycles), ``hw.timing.t_deg0``."""
+    """Fill and drain of an element whose rows all have no terms (cycles),
+    ``qgnn.core.timing.t_deg0``."""
     _check_latency(latency)
-    hw = _hw_timing()
-    if hw is not None and hasattr(hw, "t_deg0"):
-        return int(hw.t_deg0(int(latency)))
-    return int(latency) + _FALLBACK_STAGES
-
-
-def _t_idle() -> int:
-    hw = _hw_timing()
-    return int(getattr(hw, "T_IDLE", _FALLBACK_IDLE)) if hw is not None else _FALLBACK_IDLE
-
-
-T_IDLE = _t_idle()
+    return _contract.t_deg0(int(latency))
 
 
 def _by_pe(values: np.ndarray, pes: int) -> np.ndarray:
@@ -123,7 +95,7 @@ def pe_finish(loads: np.ndarray, has_rows: np.ndarray, has_terms: np.ndarray,
 def aggregation_cycles(row_lengths: npt.ArrayLike, words_per_row: int, pes: int,
                        latency: int) -> int:
     """The timing contract ``max_p F_p`` (cycles), vectorised; equals
-    ``hw.timing.aggregation_cycles`` (checked by tests/sim)."""
+    ``qgnn.core.timing.aggregation_cycles`` (checked by tests/sim)."""
     _check_latency(latency)
     if words_per_row < 1:
         raise ValueError(f"words_per_row must be >= 1, got {words_per_row}")

@@ -18,14 +18,13 @@ from typing import Any
 
 import numpy as np
 import torch
-
-from model.nn import ModelConfig, build_model
-from model.nn.features import SPARSE_DENSITY
-from model.nn.gcn_conv import QGCNConv
-from model.nn.gin_conv import QGINConv
-from model.nn.models import QConvStack, QDecoupled, QuantGNN
-from model.nn.sage_conv import QSAGEConv
-from model.quant import PrecisionConfig
+from qgnn.model.nn import ModelConfig, build_model
+from qgnn.model.nn.features import SPARSE_DENSITY
+from qgnn.model.nn.gcn_conv import QGCNConv
+from qgnn.model.nn.gin_conv import QGINConv
+from qgnn.model.nn.models import QConvStack, QDecoupled, QuantGNN
+from qgnn.model.nn.sage_conv import QSAGEConv
+from qgnn.model.quant import PrecisionConfig
 
 __all__ = ["AggPhase", "GemmPhase", "Graph", "InputPattern", "Phase", "SPARSE_DENSITY",
            "TileStats", "build_phases", "graph_from_data", "model_layers"]

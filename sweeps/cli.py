@@ -20,8 +20,10 @@ import os
 import shlex
 import sys
 from collections.abc import Sequence
-from pathlib import Path
 from typing import Any, NoReturn
+
+from qgnn.core.errors import CLIError
+from qgnn.core.version import qgnn_version
 
 __all__ = ["CLIError", "build_parser", "main"]
 
@@ -32,15 +34,11 @@ EXIT_INTERRUPTED = 130
 #: ``subparsers.add_parser(...)`` and ``set_defaults(func=handler)``; ``handler(args) -> int``.
 #: A handler reports user errors by raising CLIError, ValueError or OSError (one line, status 2).
 PLUGIN_MODULES: tuple[str, ...] = (
-    "sweeps.export_cmd",
-    "hw.cli",
-    "sim.cli",
-    "sweeps.sweep_cmd",
+    "qgnn.sweeps.export_cmd",
+    "qgnn.hw.cli",
+    "qgnn.sim.cli",
+    "qgnn.sweeps.sweep_cmd",
 )
-
-
-class CLIError(Exception):
-    """A user error: reported as one ``qgnn: error:`` line, exit status 2."""
 
 
 class _ArgumentParser(argparse.ArgumentParser):
@@ -51,23 +49,6 @@ class _ArgumentParser(argparse.ArgumentParser):
 
     def error(self, message: str) -> NoReturn:
         raise CLIError(message)
-
-
-def qgnn_version() -> str:
-    """Installed distribution version, else the version in ``pyproject.toml``."""
-    from importlib.metadata import PackageNotFoundError, version
-
-    try:
-        return version("qgnn")
-    except PackageNotFoundError:
-        pass
-    pyproject = Path(__file__).resolve().parents[1] / "pyproject.toml"
-    try:
-        import tomllib
-
-        return str(tomllib.loads(pyproject.read_text())["project"]["version"])
-    except (OSError, KeyError, ValueError):
-        return "unknown"
 
 
 # ----------------------------------------------------------------------------- arg types
@@ -120,7 +101,7 @@ def _float(text: str) -> float:
 def add_model_arguments(p: argparse.ArgumentParser) -> None:
     """Arguments that choose a dataset, a model, its precision and training hyper-parameters
     (shared by ``train``, ``export`` and other commands that train)."""
-    from model.names import MODEL_NAMES
+    from qgnn.model.names import MODEL_NAMES
 
     data_root_help = ("dataset root (default: $QGNN_DATA_ROOT, else "
                       "$XDG_CACHE_HOME/qgnn/datasets); see `qgnn datasets`")
@@ -246,11 +227,11 @@ def _data_root(args: argparse.Namespace) -> str | None:
 def _precision(bits: str | None, precision: str | None, truncation: str | None = None) -> Any:
     """Merge ``--bits`` (model-wide default) with ``--precision`` (overrides); with
     ``--truncation``, an INT2 BT/BT* precision (``model.quant.bit_truncation.bt_precision``)."""
-    from model.quant import PrecisionConfig, check_bits
+    from qgnn.model.quant import PrecisionConfig, check_bits
 
     b = check_bits(bits, "--bits") if bits is not None else None
     if truncation is not None:
-        from model.quant.bit_truncation import bt_precision
+        from qgnn.model.quant.bit_truncation import bt_precision
 
         if b not in (None, 2):
             raise CLIError(f"--truncation {truncation} needs --bits 2 (or no --bits), got {bits}")
@@ -264,7 +245,7 @@ def _precision(bits: str | None, precision: str | None, truncation: str | None =
 
 
 def _model_config(args: argparse.Namespace) -> Any:
-    from model.nn import ModelConfig
+    from qgnn.model.nn import ModelConfig
 
     given = {k: getattr(args, k)
              for k in ("hidden", "layers", "dropout", "k", "alpha", "propagation")
@@ -273,8 +254,8 @@ def _model_config(args: argparse.Namespace) -> Any:
 
 
 def _train_config(args: argparse.Namespace) -> Any:
-    from model.quant import DegreeQuantConfig
-    from model.train import TrainConfig
+    from qgnn.model.quant import DegreeQuantConfig
+    from qgnn.model.train import TrainConfig
 
     given: dict[str, Any] = {k: getattr(args, k)
                              for k in ("epochs", "lr", "distill", "weight_decay")
@@ -312,11 +293,10 @@ def result_line(d: dict[str, Any]) -> str:
 
 def cmd_train(args: argparse.Namespace) -> int:
     import torch
+    from qgnn.model.datasets import load_dataset, resolve_root
+    from qgnn.model.train import train_seeds
 
-    from model.datasets import load_dataset, resolve_root
-    from model.train import train_seeds
-
-    from .atomic import check_writable_target, write_json_atomic
+    from qgnn.core.atomic import check_writable_target, write_json_atomic
 
     # Validate everything cheap before loading data or training.
     precision = _precision(args.bits, args.precision, args.truncation)
@@ -347,8 +327,8 @@ def cmd_train(args: argparse.Namespace) -> int:
 
 
 def cmd_datasets(args: argparse.Namespace) -> int:
-    from model.datasets import available_datasets, resolve_root
-    from model.datasets.real import REAL_DATASETS
+    from qgnn.model.datasets import available_datasets, resolve_root
+    from qgnn.model.datasets.real import REAL_DATASETS
 
     root = resolve_root(_data_root(args))
     if args.data_root is not None:
@@ -420,7 +400,7 @@ def main(argv: Sequence[str] | None = None) -> int:
             raise
         return _fail(_one_line(exc))
     except Exception as exc:
-        from model.datasets import DatasetError
+        from qgnn.model.datasets import DatasetError
 
         if isinstance(exc, DatasetError) and not debug:
             return _fail(_one_line(exc))

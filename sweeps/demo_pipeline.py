@@ -39,7 +39,8 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from .atomic import write_json_atomic, write_text_atomic
+from qgnn.core.atomic import write_json_atomic, write_text_atomic
+
 from .spec import SweepPoint, SweepSpec, parse_spec
 
 __all__ = [
@@ -167,7 +168,7 @@ def task_golden(point: Mapping[str, Any], vectors_dir: str, log_path: str,
     words per row, accumulator bits, ``sim_cycles``), ``verify`` (``VerifyReport.to_dict()``),
     and ``train_s``/``export_s``/``verify_s`` (seconds).
     """
-    from model.train import row_normalized, train_one
+    from qgnn.model.train import row_normalized, train_one
 
     from .evaluate import (
         configs_of,
@@ -318,7 +319,8 @@ def run_demo_pipeline(
     """
     from distributed import as_completed
 
-    from .cli import qgnn_version
+    from qgnn.core.version import qgnn_version
+
     from .report import collect_rows, git_sha, results_frame, write_frame_atomic
     from .runner import dask_client, run_sweep
 
@@ -636,7 +638,7 @@ def add_demo_arguments(p: argparse.ArgumentParser) -> None:
 def cmd_demo(args: argparse.Namespace) -> int:
     """Handler of ``qgnn demo``: 0 when every step passed, 1 when a step failed (the report
     is written either way and says what failed)."""
-    from .atomic import check_writable_target
+    from qgnn.core.atomic import check_writable_target
 
     check_writable_target(Path(args.out) / "summary.json")
     print(f"qgnn demo: {DEMO_DATASET}, 2-layer GCN at "

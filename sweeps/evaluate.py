@@ -55,12 +55,12 @@ def sim_available() -> bool:
 
 def hw_available() -> bool:
     """True when RTL verification (``hw.verify.verify_vectors``) is installed."""
-    return _has("hw.verify", "verify_vectors")
+    return _has("qgnn.hw.verify", "verify_vectors")
 
 
 def export_available() -> bool:
     """True when the golden-vector export (``model.integer.export.export_vectors``) exists."""
-    return _has("model.integer.export", "export_vectors")
+    return _has("qgnn.model.integer.export", "export_vectors")
 
 
 def limit_threads(threads: int = 1) -> None:
@@ -97,9 +97,9 @@ def arch_defaults() -> dict[str, Any] | None:
     """Architecture parameters the simulator accepts, as dotted keys with their default values
     (``aggregation.pes``, ``buffers.feature.size_kib``, ``dram.preset``, ...), plus the short
     aliases of :data:`ARCH_ALIASES` and ``file``. ``None`` when the simulator is missing."""
-    if not _has("sim.config", "load_arch"):
+    if not _has("qgnn.sim.config", "load_arch"):
         return None
-    from sim.config import load_arch
+    from qgnn.sim.config import load_arch
 
     flat = _flatten(load_arch(None).to_dict())
     # Area of the aggregation logic from `qgnn hw synth` figures (absent from the default chip).
@@ -132,7 +132,7 @@ def build_arch(overrides: Mapping[str, Any]) -> Any:
     flat = canonical_arch(overrides)
     if not flat:
         return None
-    from sim.config import load_arch
+    from qgnn.sim.config import load_arch
 
     base = load_arch(flat.pop(ARCH_FILE_KEY, None))
     return base.with_overrides(flat) if flat else base
@@ -154,7 +154,7 @@ def arch_fingerprint(overrides: Mapping[str, Any]) -> dict[str, Any] | None:
 
 @functools.lru_cache(maxsize=4)
 def _load_cached(name: str, root: str | None, split: int) -> Any:
-    from model.datasets import load_dataset
+    from qgnn.model.datasets import load_dataset
 
     return load_dataset(name, root=root, split=split)
 
@@ -166,9 +166,9 @@ def load_data(name: str, data_root: str | os.PathLike[str] | None = None, split:
 
 def configs_of(params: Mapping[str, Any]) -> tuple[Any, Any, Any]:
     """``(ModelConfig, TrainConfig, PrecisionConfig)`` of resolved point parameters."""
-    from model.nn import ModelConfig
-    from model.quant import DegreeQuantConfig, PrecisionConfig
-    from model.train import TrainConfig
+    from qgnn.model.nn import ModelConfig
+    from qgnn.model.quant import DegreeQuantConfig, PrecisionConfig
+    from qgnn.model.train import TrainConfig
 
     p = params
     model_cfg = ModelConfig(name=p["model"], hidden=p["hidden"], layers=p["layers"],
@@ -192,7 +192,7 @@ def train_accuracy(params: Mapping[str, Any], data_root: str | None = None) -> d
         :meth:`model.train.TrainSummary.to_dict` (accuracies in percent) plus
         ``train_wall_time_s`` (seconds, loading excluded).
     """
-    from model.train import train_seeds
+    from qgnn.model.train import train_seeds
 
     p = params
     data = load_data(p["dataset"], data_root, int(p["split"]))
@@ -222,8 +222,9 @@ def simulate(params: Mapping[str, Any], data_root: str | None = None) -> dict[st
     figures (speedup and energy ratio 1). ``sim_run`` says which (``"quantized"`` or
     ``"fp32-counterpart"``).
     """
-    import sim
-    from model.quant import PrecisionConfig
+    from qgnn.model.quant import PrecisionConfig
+
+    from qgnn import sim
 
     p = params
     precision = PrecisionConfig.from_dict(p["precision"])
@@ -264,8 +265,8 @@ def export_golden(model: Any, data: Any, out: str | os.PathLike[str],
     Returns ``{"path", "stages" (AggregationStage list), "agreement" (dict: prediction
     agreement and test accuracies as fractions)}``.
     """
-    from model.integer.compare import agreement
-    from model.integer.export import export_vectors
+    from qgnn.model.integer.compare import agreement
+    from qgnn.model.integer.export import export_vectors
 
     path, imodel, stages = export_vectors(model, data, Path(out), source=dict(source))
     ag = agreement(model, imodel, data)
@@ -284,7 +285,7 @@ def verify_rtl(vectors: str | os.PathLike[str], simulator: str = "icarus", pes: 
     timing contract), ``mismatches`` (words), ``outputs_checked`` (words), ``rtl_cycles`` and
     ``expected_cycles`` (clock cycles), and per-stage ``stages``.
     """
-    from hw.verify import verify_vectors
+    from qgnn.hw.verify import verify_vectors
 
     return dict(verify_vectors(vectors, simulator=simulator, pes=pes, latency=latency).to_dict())
 
@@ -292,6 +293,6 @@ def verify_rtl(vectors: str | os.PathLike[str], simulator: str = "icarus", pes: 
 def stage_cycles(stage: Any, pes: int = 4, latency: int = 1) -> int:
     """The simulator's cycles for one aggregation stage with ideal memory (the setting of RTL
     verification), which the timing contract says equal the RTL's (``sim.stage``)."""
-    from sim.stage import simulate_stage
+    from qgnn.sim.stage import simulate_stage
 
     return int(simulate_stage(stage, pes=pes, latency=latency).cycles)

@@ -48,11 +48,11 @@ def register(sub: Any) -> None:
 
 
 def cmd_export(args: argparse.Namespace) -> int:
-    from model.datasets import load_dataset
-    from model.golden.packing import check_layout
-    from model.integer.compare import agreement, format_trace, trace
-    from model.integer.export import export_vectors
-    from model.train import row_normalized, train_one
+    from qgnn.model.datasets import load_dataset
+    from qgnn.model.golden.packing import check_layout
+    from qgnn.model.integer.compare import agreement, format_trace, trace
+    from qgnn.model.integer.export import export_vectors
+    from qgnn.model.train import row_normalized, train_one
 
     precision = _precision(args.bits, args.precision, getattr(args, "truncation", None))
     if precision.label() in ("fp32",):

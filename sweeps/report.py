@@ -39,7 +39,8 @@ from collections.abc import Callable, Mapping, Sequence
 from pathlib import Path
 from typing import Any
 
-from .atomic import write_text_atomic
+from qgnn.core.atomic import write_text_atomic
+
 from .pareto import mark_pareto
 from .spec import PARAMS, SweepSpec, flatten
 

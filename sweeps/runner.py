@@ -41,7 +41,8 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from .atomic import write_json_atomic
+from qgnn.core.atomic import write_json_atomic
+
 from .report import POINT_FORMAT, read_point
 from .spec import SweepPoint, SweepSpec
 
@@ -263,7 +264,7 @@ def dask_client(scheduler: str | None, workers: int | None, log: Callable[[str],
 #: Modules the local cluster's fork server imports before forking workers.
 FORKSERVER_PRELOAD: tuple[str, ...] = (
     "distributed", "dask", "msgpack", "cloudpickle", "tornado", "toolz", "numpy", "pandas",
-    "torch", "torch_geometric", "model.train", "sweeps.evaluate", "sweeps.runner",
+    "torch", "torch_geometric", "qgnn.model.train", "qgnn.sweeps.evaluate", "qgnn.sweeps.runner",
 )
 
 
@@ -345,7 +346,8 @@ def run_sweep(
             cannot be reached.
         KeyboardInterrupt: after writing what finished, when interrupted.
     """
-    from .cli import qgnn_version
+    from qgnn.core.version import qgnn_version
+
     from .evaluate import sim_available
     from .report import git_sha
 

@@ -223,7 +223,7 @@ class SweepPoint:
 
     # ---- typed views
     def model_config(self) -> Any:
-        from model.nn import ModelConfig
+        from qgnn.model.nn import ModelConfig
 
         p = self.params
         return ModelConfig(name=p["model"], hidden=p["hidden"], layers=p["layers"],
@@ -231,8 +231,8 @@ class SweepPoint:
                            propagation=p["propagation"])
 
     def train_config(self) -> Any:
-        from model.quant import DegreeQuantConfig
-        from model.train import TrainConfig
+        from qgnn.model.quant import DegreeQuantConfig
+        from qgnn.model.train import TrainConfig
 
         p = self.params
         return TrainConfig(epochs=p["epochs"], lr=p["lr"], weight_decay=p["weight_decay"],
@@ -241,7 +241,7 @@ class SweepPoint:
                            row_normalize=p["row_normalize"])
 
     def precision_config(self) -> Any:
-        from model.quant import PrecisionConfig
+        from qgnn.model.quant import PrecisionConfig
 
         return PrecisionConfig.from_dict(self.params["precision"])
 
@@ -486,11 +486,11 @@ def parse_spec(raw: Any, arch_schema: Mapping[str, Any] | None | bool = True) ->
 
 
 def _check_dataset(name: Any, where: str) -> str:
-    from model.datasets import DatasetError, available_datasets
-    from model.datasets.csbm import CSBM_PARAMS
-    from model.datasets.params import parse_params, split_name
-    from model.datasets.real import REAL_DATASETS
-    from model.datasets.rmat import RMAT_PARAMS
+    from qgnn.model.datasets import DatasetError, available_datasets
+    from qgnn.model.datasets.csbm import CSBM_PARAMS
+    from qgnn.model.datasets.params import parse_params, split_name
+    from qgnn.model.datasets.real import REAL_DATASETS
+    from qgnn.model.datasets.rmat import RMAT_PARAMS
 
     if not isinstance(name, str) or not name.strip():
         raise SpecError(f"{where}: expected a dataset name; allowed: "
@@ -578,8 +578,8 @@ def _num_layers(params: Mapping[str, Any]) -> int:
 
 
 def _resolve(merged: Mapping[str, Any], where: str, schema: dict[str, Any] | None) -> dict[str, Any]:
-    from model.nn import MODEL_NAMES, ModelConfig
-    from model.quant import PrecisionConfig, QuantConfigError, check_bits
+    from qgnn.model.nn import MODEL_NAMES, ModelConfig
+    from qgnn.model.quant import PrecisionConfig, QuantConfigError, check_bits
 
     m = dict(merged)
     if "dataset" not in m:
@@ -652,7 +652,7 @@ def _resolve(merged: Mapping[str, Any], where: str, schema: dict[str, Any] | Non
 
 def _canonical_precision(d: Mapping[str, Any]) -> dict[str, Any]:
     """Bit widths as ints (``"int4"`` -> 4) so equal configurations hash equally."""
-    from model.quant import check_bits
+    from qgnn.model.quant import check_bits
 
     out: dict[str, Any] = {}
     for k, v in d.items():
@@ -669,8 +669,8 @@ def resolved_precision(params: Mapping[str, Any]) -> dict[str, dict[str, Any]]:
     """Every layer's every role as a :class:`QuantSpec` dict (the precision actually used)."""
     from dataclasses import asdict
 
-    from model.quant import PrecisionConfig
-    from model.quant.precision import ROLES
+    from qgnn.model.quant import PrecisionConfig
+    from qgnn.model.quant.precision import ROLES
 
     pc = PrecisionConfig.from_dict(params["precision"])
     return {f"{i}.{r}": asdict(pc.spec(i, r))

@@ -55,7 +55,8 @@ def cmd_sweep(args: argparse.Namespace) -> int:
     import sys
     from pathlib import Path
 
-    from .atomic import check_writable_target
+    from qgnn.core.atomic import check_writable_target
+
     from .runner import run_sweep
     from .spec import load_spec
 

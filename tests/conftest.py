@@ -25,6 +25,6 @@ def data_root() -> str:
 @pytest.fixture(scope="session")
 def cora(data_root: str) -> Any:
     """The Cora graph (public split)."""
-    from model.datasets import load_dataset
+    from qgnn.model.datasets import load_dataset
 
     return load_dataset("cora", root=data_root)

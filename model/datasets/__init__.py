@@ -2,7 +2,7 @@
 
 Public API::
 
-    from model.datasets import load_dataset, resolve_root, DatasetError, available_datasets
+    from qgnn.model.datasets import load_dataset, resolve_root, DatasetError, available_datasets
 
     data = load_dataset("cora")                       # Planetoid public split
     data = load_dataset("actor", split=3)             # geom-gcn split 3 of 0..9

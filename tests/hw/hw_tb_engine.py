@@ -13,15 +13,15 @@ import time
 from pathlib import Path
 
 import cocotb
+from qgnn.hw.cocotb_bench import EngineBench, check_run
+from qgnn.hw.cocotb_verify import load_config, params_from_config
+from qgnn.hw.memimage import memory_image
 
-from hw.cocotb_bench import EngineBench, check_run
-from hw.cocotb_verify import load_config, params_from_config
-from hw.memimage import memory_image
-from hw.timing import aggregation_cycles, ideal_cycles
+from qgnn.core.timing import aggregation_cycles, ideal_cycles
 
 
 def _images(cfg: dict, prm):
-    from model.golden.format import read_vectors
+    from qgnn.model.golden.format import read_vectors
 
     vs = read_vectors(cfg["vectors"], check=False)
     return [memory_image(g, prm) for g in vs.stages]
@@ -29,7 +29,7 @@ def _images(cfg: dict, prm):
 
 @cocotb.test()
 async def exact_words_and_cycles(dut) -> None:
-    """Ideal memory: every output word equal, cycles equal to hw.timing, no overflow."""
+    """Ideal memory: every output word equal, cycles equal to qgnn.core.timing, no overflow."""
     cfg = load_config()
     prm = params_from_config(cfg)
     latency = int(cfg["latency"])

@@ -14,15 +14,15 @@ import numpy as np
 import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
+from qgnn.hw.amsim import RequantVector, run_amaranth, run_requantizer
+from qgnn.hw.memimage import engine_thresholds, memory_image
+from qgnn.hw.params import EngineParams
+from qgnn.hw.verify import design_groups, params_for_stages
+from qgnn.model.golden import packing
+from qgnn.model.golden.stage import AggregationStage, random_stage
+from qgnn.model.integer import rules
 
-from hw.amsim import RequantVector, run_amaranth, run_requantizer
-from hw.memimage import engine_thresholds, memory_image
-from hw.params import EngineParams
-from hw.timing import aggregation_cycles
-from hw.verify import design_groups, params_for_stages
-from model.golden import packing
-from model.golden.stage import AggregationStage, random_stage
-from model.integer import rules
+from qgnn.core.timing import aggregation_cycles
 
 SETTINGS = settings(max_examples=14, deadline=None, suppress_health_check=[HealthCheck.too_slow])
 
@@ -66,7 +66,7 @@ def test_bt_engine_exact_words_and_cycles(seed, pes, latency, nodes, features, d
                                           z_in, z_out, thr) -> None:
     """Random BT stages (zero points 0 / 255 / any, skewed thresholds and 256, degree-0 rows,
     1..3 words per row with pad lanes), ideal memory: every word equal to the golden packed
-    output, and the cycle count equal to hw.timing (the same 2-bit words as plain INT2)."""
+    output, and the cycle count equal to qgnn.core.timing (the same 2-bit words as plain INT2)."""
     stage = bt_stage(seed, nodes, features, degree, isolated, z_in, z_out, thr)
     prm = EngineParams(bits=2, word_width=32, pes=pes, max_terms=max(1, stage.max_terms),
                        max_latency=4, truncated=True)

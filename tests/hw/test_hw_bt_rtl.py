@@ -2,7 +2,7 @@
 through cocotb_tools.runner with the testbench module ``hw_tb_engine``:
 
 - random BT stages (zero points 0 and 255, skewed thresholds, a threshold of 256, degree-0 rows,
-  several words per row with pad lanes): exact words and cycles equal to hw.timing with ideal
+  several words per row with pad lanes): exact words and cycles equal to qgnn.core.timing with ideal
   memory; random valid/ready stalls on every port with a reset in mid-stream;
 - Cora's real CSR (A + I: 2708 rows, 13264 terms) with random 2-bit codes for 16 features.
 """
@@ -16,12 +16,12 @@ from pathlib import Path
 
 import numpy as np
 import pytest
+from qgnn.hw.verify import build_rtl, params_for_stages, run_cocotb
+from qgnn.model.golden.format import write_vectors
+from qgnn.model.golden.stage import AggregationStage, random_stage
+from qgnn.model.integer import rules
 
-from hw.timing import aggregation_cycles
-from hw.verify import build_rtl, params_for_stages, run_cocotb
-from model.golden.format import write_vectors
-from model.golden.stage import AggregationStage, random_stage
-from model.integer import rules
+from qgnn.core.timing import aggregation_cycles
 
 HERE = Path(__file__).resolve().parent
 TB = "hw_tb_engine"
@@ -83,9 +83,9 @@ def test_random_bt_stages_icarus(tmp_path: Path) -> None:
 def test_cora_bt_icarus(tmp_path: Path, data_root: str) -> None:
     """Cora's CSR (A + I) as a BT stage: random 2-bit codes, 16 features (one 64-bit word per
     row, 16 pad lanes), per-row factors near 1/n_i, BT* thresholds: every word equal, cycles
-    equal hw.timing."""
-    from model.datasets import load_dataset
-    from model.nn.graph_ops import graph_ops
+    equal qgnn.core.timing."""
+    from qgnn.model.datasets import load_dataset
+    from qgnn.model.nn.graph_ops import graph_ops
 
     g = graph_ops(load_dataset("cora", root=data_root))
     indptr, indices = g.indptr.numpy(), g.indices.numpy()
@@ -113,7 +113,7 @@ def test_trained_cora_bt_star_model_verifies(tmp_path: Path, data_root: str,
                                              capsys: pytest.CaptureFixture[str]) -> None:
     """End to end as a user runs it: `qgnn export --truncation bt_star` of a GCN trained on Cora
     (layer 1: 2708 rows, 13264 terms, 7 BT* features), then `qgnn verify` on Icarus."""
-    from sweeps.cli import main
+    from qgnn.sweeps.cli import main
 
     vec = tmp_path / "vec"
     assert main(["export", "--dataset", "cora", "--data-root", data_root, "--model", "gcn",

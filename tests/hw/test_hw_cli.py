@@ -8,12 +8,11 @@ from pathlib import Path
 
 import numpy as np
 import pytest
-
-from hw.params import PORTS, TOP_NAME, port_signal
-from model.golden import packing
-from model.golden.format import write_vectors
-from model.golden.stage import random_stage
-from sweeps.cli import main
+from qgnn.hw.params import PORTS, TOP_NAME, port_signal
+from qgnn.model.golden import packing
+from qgnn.model.golden.format import write_vectors
+from qgnn.model.golden.stage import random_stage
+from qgnn.sweeps.cli import main
 
 SMALL = ["--bits", "4", "--word-width", "16", "--pes", "2", "--max-terms", "7",
          "--max-latency", "2", "--node-bits", "6", "--edge-bits", "8"]
@@ -129,7 +128,7 @@ def test_export_truncated(tmp_path: Path, capsys) -> None:
     assert meta["params"]["truncated"] is True
     assert (meta["params"]["acc_bits"], meta["params"]["corrected_bits"]) == (9, 17)
     assert meta["ports"]["control_in"][-3:] == ["thr1", "thr2", "thr3"]
-    from hw.export import params_from_file
+    from qgnn.hw.export import params_from_file
 
     assert params_from_file(tmp_path / "bt" / f"{TOP_NAME}.json").truncated
 

@@ -6,14 +6,14 @@ import numpy as np
 import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
+from qgnn.hw.amsim import run_amaranth
+from qgnn.hw.memimage import memory_image
+from qgnn.hw.params import EngineParams
+from qgnn.model.golden import packing
+from qgnn.model.golden.stage import AggregationStage, random_stage
+from qgnn.model.integer import rules
 
-from hw.amsim import run_amaranth
-from hw.memimage import memory_image
-from hw.params import EngineParams
-from hw.timing import aggregation_cycles
-from model.golden import packing
-from model.golden.stage import AggregationStage, random_stage
-from model.integer import rules
+from qgnn.core.timing import aggregation_cycles
 
 SLOW = settings(max_examples=12, deadline=None, suppress_health_check=[HealthCheck.too_slow])
 
@@ -88,7 +88,7 @@ def test_accumulator_full_scale(bits: int) -> None:
 def test_engine_exact_words_and_cycles(seed, bits, pes, latency, nodes, features, degree,
                                        isolated) -> None:
     """Random graphs, ideal memory: every word equal to the reference and the cycle count
-    equal to hw.timing.aggregation_cycles (counted by the testbench and by the engine)."""
+    equal to qgnn.core.timing.aggregation_cycles (counted by the testbench and by the engine)."""
     rng = np.random.default_rng(seed)
     stage = random_stage(rng, num_nodes=nodes, features=features, bits=bits, avg_degree=degree,
                          isolated_fraction=isolated, word_width=32)

@@ -7,11 +7,10 @@ import pytest
 from amaranth.sim import Simulator
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
-
-from hw.amsim import RequantVector, run_requantizer
-from hw.params import EngineParams
-from hw.requant import Requantizer
-from model.integer import rules
+from qgnn.hw.amsim import RequantVector, run_requantizer
+from qgnn.hw.params import EngineParams
+from qgnn.hw.requant import Requantizer
+from qgnn.model.integer import rules
 
 # one vector: (acc lanes, n, z_in, multiplier, shift)
 Vector = RequantVector

@@ -5,7 +5,7 @@ driven through cocotb_tools.runner with the testbench module ``hw_tb_engine``.
   words and cycles with ideal memory; random valid/ready stalls and a reset in mid-stream;
 - the golden vectors model/ exports for Cora (``qgnn export``, layer-0 aggregation: 2708 rows,
   13264 terms, 64 features) at INT2 and INT4 (INT8 is marked slow): every output word equal,
-  cycles equal to hw.timing.
+  cycles equal to qgnn.core.timing.
 """
 
 from __future__ import annotations
@@ -16,10 +16,9 @@ from pathlib import Path
 
 import numpy as np
 import pytest
-
-from hw.verify import build_rtl, params_for_stages, run_cocotb
-from model.golden.format import write_vectors
-from model.golden.stage import random_stage
+from qgnn.hw.verify import build_rtl, params_for_stages, run_cocotb
+from qgnn.model.golden.format import write_vectors
+from qgnn.model.golden.stage import random_stage
 
 HERE = Path(__file__).resolve().parent
 TB = "hw_tb_engine"
@@ -29,7 +28,7 @@ needs_icarus = pytest.mark.skipif(shutil.which("iverilog") is None, reason="iver
 
 def _verilator_available() -> bool:
     try:
-        from hw.verify import verilator_env
+        from qgnn.hw.verify import verilator_env
 
         verilator_env()
     except FileNotFoundError:
@@ -79,7 +78,7 @@ def cora_vectors(bits: int, out: Path, data_root: str) -> Path:
     may name a directory with ready sets ``int<bits>/`` instead (no training)."""
     import os
 
-    from sweeps.cli import main
+    from qgnn.sweeps.cli import main
 
     ready = os.environ.get("QGNN_CORA_VECTORS")
     if ready and (Path(ready) / f"int{bits}" / "manifest.json").is_file():
@@ -93,7 +92,7 @@ def cora_vectors(bits: int, out: Path, data_root: str) -> Path:
 
 def run_vectors(tmp: Path, vec: Path, simulator: str, pes: int, latency: int,
                 testcase: str) -> list:
-    from model.golden.format import read_vectors
+    from qgnn.model.golden.format import read_vectors
 
     prm = params_for_stages(read_vectors(vec, check=False).stages, pes=pes)
     runner = build_rtl(prm, tmp / "build", simulator)

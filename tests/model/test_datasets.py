@@ -18,16 +18,15 @@ import pytest
 import torch
 from hypothesis import given, settings
 from hypothesis import strategies as st
-
-from model.datasets import (
+from qgnn.model.datasets import (
     DatasetError,
     available_datasets,
     generate_rmat_csr,
     load_dataset,
     resolve_root,
 )
-from model.datasets import real as real_mod
-from model.datasets.root import mirror_root_for
+from qgnn.model.datasets import real as real_mod
+from qgnn.model.datasets.root import mirror_root_for
 
 REPO = Path(__file__).resolve().parents[2]
 
@@ -438,7 +437,7 @@ def test_rmat_permute_and_params() -> None:
 _BENCH = textwrap.dedent(
     """
     import json, resource, time
-    from model.datasets import load_dataset
+    from qgnn.model.datasets import load_dataset
     t0 = time.perf_counter()
     d = load_dataset("rmat:edges=10000000,scale=20,a=0.57,b=0.19,c=0.19,features=16,classes=4")
     seconds = time.perf_counter() - t0

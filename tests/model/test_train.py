@@ -9,13 +9,12 @@ from typing import Any
 import pytest
 import torch
 import torch.nn.functional as F
-
-from model.nn import ModelConfig
-from model.nn.models import build_model
-from model.quant import PrecisionConfig
-from model.quant.quantizer import Quantizer
-from model.quant.spec import QuantSpec
-from model.train import (
+from qgnn.model.nn import ModelConfig
+from qgnn.model.nn.models import build_model
+from qgnn.model.quant import PrecisionConfig
+from qgnn.model.quant.quantizer import Quantizer
+from qgnn.model.quant.spec import QuantSpec
+from qgnn.model.train import (
     QUANT_ADAM_EPS,
     TrainConfig,
     calibrate,
@@ -37,7 +36,7 @@ def _one_thread() -> Iterator[None]:
 
 @pytest.fixture(scope="module")
 def csbm() -> Any:
-    from model.datasets import load_dataset
+    from qgnn.model.datasets import load_dataset
 
     return load_dataset("csbm:n=300,features=16,classes=3,degree=5", seed=0)
 
@@ -172,7 +171,7 @@ def test_selected_epoch_has_the_best_validation_accuracy(csbm) -> None:
 
 
 def test_teacher_trained_on_demand_equals_the_fp32_run() -> None:
-    from model.datasets import load_dataset
+    from qgnn.model.datasets import load_dataset
 
     data = load_dataset("csbm:n=300,features=16,classes=3,degree=5", seed=0)  # fresh cache
     tcfg = TrainConfig(epochs=10)

@@ -5,9 +5,8 @@ from __future__ import annotations
 from typing import Any
 
 import numpy as np
-
-from sim.config import ArchConfig, load_arch
-from sim.workload import Graph, graph_from_arrays
+from qgnn.sim.config import ArchConfig, load_arch
+from qgnn.sim.workload import Graph, graph_from_arrays
 
 
 def arch_with(**overrides: Any) -> ArchConfig:

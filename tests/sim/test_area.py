@@ -6,9 +6,8 @@ import json
 from dataclasses import replace
 
 import pytest
-
-from sim.area import area_breakdown, synth_cells
-from sim.config import load_arch
+from qgnn.sim.area import area_breakdown, synth_cells
+from qgnn.sim.config import load_arch
 
 CELL_SRAM_UM2 = 0.346 / 0.6  # bit cell / array efficiency (area table)
 

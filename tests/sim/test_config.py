@@ -6,8 +6,7 @@ import copy
 import tomllib
 
 import pytest
-
-from sim.config import DEFAULT_ARCH, DRAM_PRESETS, ArchConfig, ArchConfigError, load_arch
+from qgnn.sim.config import DEFAULT_ARCH, DRAM_PRESETS, ArchConfig, ArchConfigError, load_arch
 
 
 def raw_default() -> dict:

@@ -5,8 +5,7 @@ from __future__ import annotations
 import tomllib
 
 import pytest
-
-from sim.energy import ENERGY_TABLE, energy_table
+from qgnn.sim.energy import ENERGY_TABLE, energy_table
 
 
 def test_every_entry_and_rule_has_value_unit_and_source() -> None:
@@ -25,7 +24,7 @@ def test_every_entry_and_rule_has_value_unit_and_source() -> None:
 
 
 def test_area_table_sourced() -> None:
-    from sim.area import area_table
+    from qgnn.sim.area import area_table
 
     for name, e in area_table().items():
         assert str(e["source"]).strip(), name

@@ -9,13 +9,12 @@ element 1 rows 1 and 3 (2 * (1 + 1) = 4).
 from __future__ import annotations
 
 import pytest
+from qgnn.sim.energy import energy_table
+from qgnn.sim.engines import SimulationError, simulate_agg, simulate_gemm
+from qgnn.sim.stage import ideal_memory
+from qgnn.sim.timing import T_fill
+from qgnn.sim.workload import AggPhase, GemmPhase
 from simtest_helpers import arch_with, tiny_graph
-
-from sim.energy import energy_table
-from sim.engines import SimulationError, simulate_agg, simulate_gemm
-from sim.stage import ideal_memory
-from sim.timing import T_fill
-from sim.workload import AggPhase, GemmPhase
 
 ET = energy_table()
 

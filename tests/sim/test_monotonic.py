@@ -4,9 +4,8 @@ from __future__ import annotations
 
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
+from qgnn.sim import simulate
 from simtest_helpers import arch_with, random_graph
-
-from sim import simulate
 
 graphs = st.builds(
     lambda seed, n, deg, f: random_graph(seed, n, deg, f),

@@ -14,14 +14,13 @@ import shutil
 
 import numpy as np
 import pytest
-
-from model.golden.stage import AggregationStage, random_stage
-from model.integer import rules
-from sim import simulate_stage
+from qgnn.model.golden.stage import AggregationStage, random_stage
+from qgnn.model.integer import rules
+from qgnn.sim import simulate_stage
 
 pytestmark = [
     pytest.mark.rtl,
-    pytest.mark.skipif(importlib.util.find_spec("hw.verify") is None,
+    pytest.mark.skipif(importlib.util.find_spec("qgnn.hw.verify") is None,
                        reason="hw/verify.py not present"),
     pytest.mark.skipif(shutil.which("iverilog") is None, reason="Icarus Verilog not installed"),
 ]
@@ -31,7 +30,7 @@ RUNS = [(2, 8, 2, 32), (4, 4, 1, 16), (8, 3, 3, 5)]
 
 
 def cora_stage(cora, bits: int, features: int, seed: int) -> AggregationStage:
-    from model.nn import graph_ops
+    from qgnn.model.nn import graph_ops
 
     g = graph_ops(cora)
     rng = np.random.default_rng(seed)
@@ -62,7 +61,7 @@ def random_stages(bits: int, seed: int) -> list[AggregationStage]:
 @pytest.mark.parametrize("bits, pes, latency, cora_features", RUNS)
 def test_simulator_cycles_equal_rtl_cycles(cora, bits: int, pes: int, latency: int,
                                            cora_features: int) -> None:
-    from hw.verify import verify_stages
+    from qgnn.hw.verify import verify_stages
 
     stages = random_stages(bits, seed=bits) + [cora_stage(cora, bits, cora_features, bits)]
     rep = verify_stages(stages, pes=pes, latency=latency)

@@ -6,8 +6,7 @@ import json
 from pathlib import Path
 
 import pytest
-
-from sweeps.cli import main
+from qgnn.sweeps.cli import main
 
 
 @pytest.fixture(autouse=True)

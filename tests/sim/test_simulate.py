@@ -5,12 +5,11 @@ from __future__ import annotations
 import math
 
 import pytest
+from qgnn.model.quant import PrecisionConfig
+from qgnn.sim import SimReport, simulate
+from qgnn.sim.simulation import run_phases
+from qgnn.sim.workload import build_phases, model_layers
 from simtest_helpers import arch_with, random_graph
-
-from model.quant import PrecisionConfig
-from sim import SimReport, simulate
-from sim.simulation import run_phases
-from sim.workload import build_phases, model_layers
 
 REQUIRED = {"cycles", "energy_pj", "fp32_cycles", "fp32_energy_pj", "speedup_vs_fp32",
             "energy_ratio_vs_fp32", "roofline_cycles", "roofline_pct", "dram_bytes",
@@ -103,7 +102,7 @@ def test_auto_dataflow_is_the_cheaper_order() -> None:
 
 
 def test_run_phases_sum_of_exposed(cora) -> None:
-    from sim.workload import graph_from_data
+    from qgnn.sim.workload import graph_from_data
 
     g = graph_from_data(cora)
     p = PrecisionConfig.uniform(2)
@@ -130,7 +129,7 @@ def test_api_errors() -> None:
 
 
 def test_built_model_gives_the_same_shapes_as_its_name() -> None:
-    from model.nn import ModelConfig, build_model
+    from qgnn.model.nn import ModelConfig, build_model
 
     g = random_graph(4, 120, 3.0, 40)
     p = PrecisionConfig.uniform(4)

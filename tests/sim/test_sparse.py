@@ -18,19 +18,18 @@ import numpy as np
 import pytest
 from hypothesis import HealthCheck, assume, given, settings
 from hypothesis import strategies as st
-from simtest_helpers import arch_with
-
-from sim import simulate
-from sim.config import ArchConfigError
-from sim.energy import energy_table
-from sim.engines import SimulationError, simulate_gemm
-from sim.stage import ideal_memory
-from sim.workload import (
+from qgnn.sim import simulate
+from qgnn.sim.config import ArchConfigError
+from qgnn.sim.energy import energy_table
+from qgnn.sim.engines import SimulationError, simulate_gemm
+from qgnn.sim.stage import ideal_memory
+from qgnn.sim.workload import (
     SPARSE_DENSITY,
     GemmPhase,
     InputPattern,
     graph_from_arrays,
 )
+from simtest_helpers import arch_with
 
 ET = energy_table()
 
@@ -91,7 +90,7 @@ def test_tile_stats_match_brute_force(seed, n, k, density, rows, kt) -> None:
 
 
 def test_tile_stats_unique_path_equals_bitmap_path(monkeypatch) -> None:
-    import sim.workload as wl
+    import qgnn.sim.workload as wl
 
     x = np.random.default_rng(5).random((97, 61)) < 0.07
     ref = InputPattern.from_dense(x).tile_stats(8, 10)

@@ -1,17 +1,12 @@
-"""The timing contract (against hw/timing.py) and the DRAM/compute pipeline."""
+"""The timing contract (against qgnn/core/timing.py) and the DRAM/compute pipeline."""
 
 from __future__ import annotations
-
-import importlib.util
 
 import numpy as np
 import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
-
-from sim.timing import T_fill, aggregation_cycles, pe_loads, pipeline
-
-HAVE_HW = importlib.util.find_spec("hw.timing") is not None
+from qgnn.sim.timing import T_fill, aggregation_cycles, pe_loads, pipeline
 
 
 def test_pe_loads_hand() -> None:
@@ -26,20 +21,18 @@ def test_contract_hand() -> None:
     assert aggregation_cycles([3, 0, 4, 1], 2, 2, 4) == T_fill(4) + 14
 
 
-@pytest.mark.skipif(not HAVE_HW, reason="hw/timing.py not present")
 def test_fill_constant_is_the_rtls() -> None:
-    import hw.timing as ht
+    import qgnn.core.timing as ht
 
     for L in (1, 2, 3, 8):
         assert T_fill(L) == ht.t_fill(L)
 
 
-@pytest.mark.skipif(not HAVE_HW, reason="hw/timing.py not present")
 @settings(max_examples=300, deadline=None)
 @given(n=st.lists(st.integers(0, 6), min_size=0, max_size=40),
        w=st.integers(1, 5), p=st.integers(1, 9), lat=st.integers(1, 8))
 def test_vectorised_contract_equals_hw_timing(n: list[int], w: int, p: int, lat: int) -> None:
-    import hw.timing as ht
+    import qgnn.core.timing as ht
 
     assert aggregation_cycles(np.array(n, dtype=np.int64), w, p, lat) == \
         ht.aggregation_cycles(n, w, p, lat)

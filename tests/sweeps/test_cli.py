@@ -9,9 +9,8 @@ import sys
 from pathlib import Path
 
 import pytest
-
-from sweeps import cli
-from sweeps.cli import main
+from qgnn.sweeps import cli
+from qgnn.sweeps.cli import main
 
 REPO = Path(__file__).resolve().parents[2]
 TINY = "csbm:n=300"
@@ -49,7 +48,7 @@ def data_root() -> Path:
 
 def run_cli(*args: str) -> subprocess.CompletedProcess[str]:
     return subprocess.run(
-        [sys.executable, "-m", "sweeps.cli", *args],
+        [sys.executable, "-m", "qgnn.sweeps.cli", *args],
         cwd=REPO, capture_output=True, text=True, timeout=120,
     )
 
@@ -159,12 +158,12 @@ def test_json_target_is_directory(capsys: pytest.CaptureFixture[str], tmp_path: 
 def test_keyboard_interrupt(
     capsys: pytest.CaptureFixture[str], monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    import model.train
+    import qgnn.model.train
 
     def interrupted(*_args: object, **_kwargs: object) -> None:
         raise KeyboardInterrupt
 
-    monkeypatch.setattr(model.train, "train_seeds", interrupted)
+    monkeypatch.setattr(qgnn.model.train, "train_seeds", interrupted)
     assert main(["train", "--dataset", TINY, "--quiet"]) == 130
     err = capsys.readouterr().err
     assert err.strip().splitlines() == ["qgnn: error: interrupted"]
@@ -288,7 +287,7 @@ def test_datasets_lists_names_and_root(
 
 
 def test_cli_model_names_match_the_models() -> None:
-    from model.names import MODEL_NAMES as cli_names
-    from model.nn import MODEL_NAMES
+    from qgnn.model.names import MODEL_NAMES as cli_names
+    from qgnn.model.nn import MODEL_NAMES
 
     assert cli_names == MODEL_NAMES

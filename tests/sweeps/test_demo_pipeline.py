@@ -12,9 +12,8 @@ from typing import Any
 
 import pandas as pd
 import pytest
-
-from sweeps.demo_pipeline import DEMO_BITS, HW_BITS, demo_spec, golden_failures
-from sweeps.evaluate import arch_defaults, export_available, hw_available, sim_available
+from qgnn.sweeps.demo_pipeline import DEMO_BITS, HW_BITS, demo_spec, golden_failures
+from qgnn.sweeps.evaluate import arch_defaults, export_available, hw_available, sim_available
 
 REPO = Path(__file__).resolve().parents[2]
 
@@ -22,7 +21,7 @@ REPO = Path(__file__).resolve().parents[2]
 def test_demo_spec_is_the_example_file() -> None:
     if arch_defaults() is None:
         pytest.skip("sim/ is not installed")
-    from sweeps.spec import load_spec
+    from qgnn.sweeps.spec import load_spec
 
     spec = demo_spec()
     example = load_spec(REPO / "examples" / "sweeps" / "demo.toml")
@@ -99,7 +98,7 @@ def test_demo_end_to_end(tmp_path: Path, data_root: Path,
     if not (sim_available() and hw_available() and export_available()
             and shutil.which("iverilog")):
         pytest.skip("needs sim/, hw.verify, the golden export and Icarus Verilog")
-    from sweeps.demo_pipeline import run_demo_pipeline
+    from qgnn.sweeps.demo_pipeline import run_demo_pipeline
 
     monkeypatch.setenv("XDG_CACHE_HOME", str(tmp_path / "xdg"))
     monkeypatch.setenv("QGNN_OFFLINE", "1")

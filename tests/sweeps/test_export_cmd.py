@@ -7,9 +7,8 @@ from typing import Any
 
 import numpy as np
 import pytest
-
-from model.golden.format import read_vectors
-from sweeps.cli import main
+from qgnn.model.golden.format import read_vectors
+from qgnn.sweeps.cli import main
 
 
 def test_export_synthetic_small_case(tmp_path: Path, capsys: Any) -> None:

@@ -6,9 +6,8 @@ import math
 
 from hypothesis import given, settings
 from hypothesis import strategies as st
-
-from sweeps.pareto import mark_pareto, pareto_front
-from sweeps.report import add_pareto_columns
+from qgnn.sweeps.pareto import mark_pareto, pareto_front
+from qgnn.sweeps.report import add_pareto_columns
 
 
 def brute_force(acc: list[float], cost: list[float]) -> list[bool]:

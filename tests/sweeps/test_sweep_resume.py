@@ -14,9 +14,8 @@ from pathlib import Path
 
 import pandas as pd
 import pytest
-
-from sweeps.runner import read_events, run_sweep
-from sweeps.spec import load_spec
+from qgnn.sweeps.runner import read_events, run_sweep
+from qgnn.sweeps.spec import load_spec
 
 REPO = Path(__file__).resolve().parents[2]
 N_POINTS = 12
@@ -38,7 +37,7 @@ def write_spec(path: Path) -> None:
 
 
 def sweep_cmd(spec: Path, out: Path) -> list[str]:
-    return [sys.executable, "-m", "sweeps.cli", "sweep", str(spec), "--out", str(out),
+    return [sys.executable, "-m", "qgnn.sweeps.cli", "sweep", str(spec), "--out", str(out),
             "--workers", "2", "--quiet"]
 
 
@@ -139,7 +138,7 @@ def test_sigkill_mid_sweep_then_resume(tmp_path: Path) -> None:
 def test_lock_refuses_a_second_sweep_on_the_same_out(tmp_path: Path) -> None:
     import fcntl
 
-    from sweeps.spec import parse_spec
+    from qgnn.sweeps.spec import parse_spec
 
     out = tmp_path / "out"
     out.mkdir()

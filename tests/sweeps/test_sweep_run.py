@@ -9,10 +9,9 @@ from typing import Any
 
 import pandas as pd
 import pytest
-
-from sweeps.evaluate import sim_available
-from sweeps.runner import read_events, run_sweep
-from sweeps.spec import PARAMS, parse_spec
+from qgnn.sweeps.evaluate import sim_available
+from qgnn.sweeps.runner import read_events, run_sweep
+from qgnn.sweeps.spec import PARAMS, parse_spec
 
 DATASET = "csbm:n=200,features=16,degree=6"
 FIXED = {"dataset": DATASET, "epochs": 8, "seeds": 1, "hidden": 16}
@@ -47,9 +46,8 @@ def dominated(r: dict[str, Any], rows: list[dict[str, Any]], cost: str) -> bool:
 
 def test_sweep_of_8_points_on_a_local_cluster(tmp_path: Path) -> None:
     import torch
-
-    from model.datasets import load_dataset
-    from model.train import train_seeds
+    from qgnn.model.datasets import load_dataset
+    from qgnn.model.train import train_seeds
 
     spec = make_spec()
     assert len(spec) == 8
@@ -106,7 +104,7 @@ def test_sweep_of_8_points_on_a_local_cluster(tmp_path: Path) -> None:
     assert row["test_acc_mean"] == pytest.approx(direct["test_acc_mean"], abs=1e-9)
 
     if sim_available():
-        import sim
+        from qgnn import sim
 
         # -- simulator figures equal a direct call
         rep = sim.simulate(DATASET, model="gcn", bits=4, hidden=16, layers=2).to_dict()

@@ -7,8 +7,7 @@ from pathlib import Path
 from typing import Any
 
 import pytest
-
-from sweeps.spec import SpecError, load_spec, parse_spec
+from qgnn.sweeps.spec import SpecError, load_spec, parse_spec
 
 #: A stand-in architecture schema (dotted key -> default) for specs validated without sim/.
 SCHEMA: dict[str, Any] = {
@@ -18,7 +17,7 @@ SCHEMA: dict[str, Any] = {
 
 
 def sim_config_present() -> bool:
-    from sweeps.evaluate import arch_defaults
+    from qgnn.sweeps.evaluate import arch_defaults
 
     return arch_defaults() is not None
 
@@ -71,7 +70,7 @@ def test_per_layer_and_per_role_axes() -> None:
              grid={"precision": {"layers": {"1": {"bits": [8, 2]}},
                                  "roles": {"aggregate": {"bits": [8, 4]}}}})
     assert len(s) == 4
-    from model.quant import PrecisionConfig
+    from qgnn.model.quant import PrecisionConfig
 
     pc = PrecisionConfig.from_dict(s.points[1].params["precision"])
     assert pc.spec(0, "weight").bits == 4
@@ -244,7 +243,7 @@ def test_file_errors(tmp_path: Path) -> None:
 
 def test_cli_reports_spec_errors_in_one_line(tmp_path: Path,
                                              capsys: pytest.CaptureFixture[str]) -> None:
-    from sweeps.cli import main
+    from qgnn.sweeps.cli import main
 
     f = tmp_path / "s.toml"
     f.write_text('[fixed]\ndataset = "cora"\n[grid]\nbits = [4, 12]\n'
@@ -257,9 +256,9 @@ def test_cli_reports_spec_errors_in_one_line(tmp_path: Path,
 
 def test_defaults_are_the_library_defaults() -> None:
     """A sweep point that sets nothing trains exactly what `qgnn train` trains."""
-    from model.nn import ModelConfig
-    from model.train import TrainConfig
-    from sweeps.spec import DEFAULTS
+    from qgnn.model.nn import ModelConfig
+    from qgnn.model.train import TrainConfig
+    from qgnn.sweeps.spec import DEFAULTS
 
     m, t = ModelConfig(), TrainConfig()
     for k in ("hidden", "layers", "dropout", "k", "alpha", "propagation"):

@@ -12,12 +12,11 @@ import numpy as np
 import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
-
-from model.golden import format as fmt
-from model.golden import packing
-from model.golden.format import VectorFormatError, read_vectors, write_vectors
-from model.golden.stage import AggregationStage, random_stage
-from model.integer import rules
+from qgnn.model.golden import format as fmt
+from qgnn.model.golden import packing
+from qgnn.model.golden.format import VectorFormatError, read_vectors, write_vectors
+from qgnn.model.golden.stage import AggregationStage, random_stage
+from qgnn.model.integer import rules
 
 
 def sample_stages() -> list[AggregationStage]:

@@ -6,8 +6,7 @@ import numpy as np
 import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
-
-from model.golden import packing
+from qgnn.model.golden import packing
 
 
 def reference_pack(codes: list[list[int]], bits: int, word_width: int, pad: int) -> bytes:

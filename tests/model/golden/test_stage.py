@@ -9,10 +9,9 @@ import numpy as np
 import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
-
-from model.golden import packing
-from model.golden.stage import AggregationStage, random_stage
-from model.integer import rules
+from qgnn.model.golden import packing
+from qgnn.model.golden.stage import AggregationStage, random_stage
+from qgnn.model.integer import rules
 
 
 def rational_reference(stage: AggregationStage) -> tuple[list[list[int]], list[list[int]]]:

@@ -8,14 +8,13 @@ from typing import Any
 import numpy as np
 import pytest
 import torch
-
-from model.golden.format import read_vectors
-from model.integer.compare import agreement, format_trace, trace
-from model.integer.convert import IntegerConversionError, model_input, to_integer
-from model.integer.export import export_vectors
-from model.nn import ModelConfig
-from model.quant import PrecisionConfig
-from model.train import TrainConfig, train_one
+from qgnn.model.golden.format import read_vectors
+from qgnn.model.integer.compare import agreement, format_trace, trace
+from qgnn.model.integer.convert import IntegerConversionError, model_input, to_integer
+from qgnn.model.integer.export import export_vectors
+from qgnn.model.nn import ModelConfig
+from qgnn.model.quant import PrecisionConfig
+from qgnn.model.train import TrainConfig, train_one
 
 # Enough epochs for trained (not random) weights and calibrated ranges; agreement is a
 # property of the conversion, not of the accuracy reached.
@@ -127,7 +126,7 @@ _bt_models: dict[tuple[str, str], Any] = {}
 
 
 def trained_bt(cora: Any, name: str, truncation: str) -> Any:
-    from model.quant.bit_truncation import bt_precision
+    from qgnn.model.quant.bit_truncation import bt_precision
 
     key = (name, truncation)
     if key not in _bt_models:
@@ -163,7 +162,7 @@ def test_bt_agreement_and_zero_trace(cora: Any, name: str, truncation: str) -> N
 def test_bt_codes_mean_grid_levels(cora: Any) -> None:
     """A BT tensor's 2-bit code c is the grid value 85 c: dequantizing the integer path's
     aggregate codes gives exactly the fake quantizer's output."""
-    from model.integer.compare import fake_quant_outputs
+    from qgnn.model.integer.compare import fake_quant_outputs
 
     model = trained_bt(cora, "gcn", "bt_star")
     im = to_integer(model, cora)
@@ -188,7 +187,7 @@ def test_bt_export_round_trip(cora: Any, tmp_path: Any) -> None:
 def test_smp_integer_path(cora: Any, truncation: str) -> None:
     """SMP steps in integers: two aggregation stages per step, the multiplier trace of the
     fake-quant model reproduced from the exact integer T, predictions equal."""
-    from model.quant.bit_truncation import bt_precision
+    from qgnn.model.quant.bit_truncation import bt_precision
 
     prec = (PrecisionConfig.from_dict({"bits": 8, "range": "qlr"}) if truncation == "none"
             else bt_precision(truncation))
@@ -211,9 +210,9 @@ def test_smp_integer_path(cora: Any, truncation: str) -> None:
 def test_smp_trace_term_is_the_laplacian_form(cora: Any) -> None:
     """The integer T times the gap step squared is tr(Δ^T L~ Δ) of the dequantized gap
     messages (float64 reference through the model's own laplacian_form)."""
-    from model.integer.convert import IntSMPPropagation
-    from model.nn.graph_ops import graph_ops
-    from model.nn.smp_propagation import laplacian_form
+    from qgnn.model.integer.convert import IntSMPPropagation
+    from qgnn.model.nn.graph_ops import graph_ops
+    from qgnn.model.nn.smp_propagation import laplacian_form
 
     r = train_one(cora, ModelConfig(name="decoupled", propagation="smp", k=1),
                   PrecisionConfig.from_dict({"bits": 4, "range": "qlr"}),
@@ -237,8 +236,8 @@ def test_aggregation_factor_beyond_the_multiplier_is_capped_exactly() -> None:
     """An aggregate range far narrower than one message step (factor >= 2**16): outputs are
     saturated for every non-zero corrected sum and z_out otherwise, exactly as the real
     factor gives."""
-    from model.integer.convert import AggregationSpec
-    from model.integer.fixed import QParams
+    from qgnn.model.integer.convert import AggregationSpec
+    from qgnn.model.integer.fixed import QParams
 
     msg = QParams("m", 4, 0, 15, np.array(1.0), np.array(3))
     agg = QParams("a", 4, 0, 15, np.array(1e-7), np.array(5))

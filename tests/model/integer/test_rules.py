@@ -9,8 +9,7 @@ import numpy as np
 import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
-
-from model.integer import rules
+from qgnn.model.integer import rules
 
 
 def test_documented_cora_widths() -> None:
@@ -141,7 +140,7 @@ def test_multiplier_shift_edges() -> None:
 def test_fixed_scale_above_the_multiplier_range_is_an_exact_left_shift() -> None:
     """Factors of 2**mult_bits or more (e.g. a tiny target step) use a left shift: still
     round(v * M * 2**-s) exactly, with M the factor's 24-bit mantissa."""
-    from model.integer.fixed import FixedScale
+    from qgnn.model.integer.fixed import FixedScale
 
     v = np.array([-255, -3, 0, 1, 7, 255], dtype=np.int64)
     for factor in (2.0**24 + 3.0, 2.6e7, 2.159e9):

@@ -4,10 +4,7 @@ from __future__ import annotations
 
 import pytest
 import torch
-from torch import nn
-from torch_geometric.data import Data
-
-from model.nn.features import (
+from qgnn.model.nn.features import (
     SPARSE_DENSITY,
     SparseFeatures,
     as_model_input,
@@ -16,11 +13,13 @@ from model.nn.features import (
     matmul,
     quantize_input,
 )
-from model.nn.graph_ops import GraphOps
-from model.nn.models import ModelConfig, build_model
-from model.quant.precision import PrecisionConfig
-from model.quant.quantizer import Quantizer
-from model.quant.spec import QuantSpec
+from qgnn.model.nn.graph_ops import GraphOps
+from qgnn.model.nn.models import ModelConfig, build_model
+from qgnn.model.quant.precision import PrecisionConfig
+from qgnn.model.quant.quantizer import Quantizer
+from qgnn.model.quant.spec import QuantSpec
+from torch import nn
+from torch_geometric.data import Data
 
 N, F = 40, 50
 

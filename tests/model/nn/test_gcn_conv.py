@@ -6,12 +6,11 @@ import pytest
 import torch
 import torch.nn.functional as F
 from nn_test_graphs import N, random_graph
+from qgnn.model.nn.gcn_conv import QGCNConv
+from qgnn.model.nn.graph_ops import GraphOps
+from qgnn.model.quant.precision import PrecisionConfig
 from torch_geometric.nn import GCNConv
 from torch_geometric.utils import coalesce
-
-from model.nn.gcn_conv import QGCNConv
-from model.nn.graph_ops import GraphOps
-from model.quant.precision import PrecisionConfig
 
 
 def dense_a_hat(ei: torch.Tensor, n: int) -> torch.Tensor:

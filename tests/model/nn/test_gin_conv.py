@@ -6,13 +6,12 @@ import pytest
 import torch
 import torch.nn.functional as F
 from nn_test_graphs import N, random_graph
+from qgnn.model.nn.gin_conv import QGINConv
+from qgnn.model.nn.graph_ops import GraphOps
+from qgnn.model.quant.precision import PrecisionConfig
 from torch import nn
 from torch_geometric.nn import GINConv
 from torch_geometric.utils import coalesce, remove_self_loops
-
-from model.nn.gin_conv import QGINConv
-from model.nn.graph_ops import GraphOps
-from model.quant.precision import PrecisionConfig
 
 
 def dense_a_plus_i(ei: torch.Tensor, n: int) -> torch.Tensor:

@@ -6,9 +6,8 @@ import math
 
 import pytest
 import torch
+from qgnn.model.nn.graph_ops import GraphOps, graph_ops, spmm_sum
 from torch_geometric.data import Data
-
-from model.nn.graph_ops import GraphOps, graph_ops, spmm_sum
 
 # 4-node graph, edges (source -> destination): 0->1, 2->1, 1->0, a duplicate 0->1 and a
 # self-loop 2->2; node 3 is isolated.

@@ -6,16 +6,15 @@ from __future__ import annotations
 import pytest
 import torch
 import torch.nn.functional as F
+from qgnn.model.nn.graph_ops import GraphOps, graph_ops
+from qgnn.model.nn.models import MODEL_NAMES, ModelConfig, QConvStack, QDecoupled, build_model
+from qgnn.model.quant.degree_quant import DegreeQuantConfig
+from qgnn.model.quant.precision import PrecisionConfig
+from qgnn.model.quant.quantizer import Quantizer
+from qgnn.model.train import TrainConfig, train_one
 from torch_geometric.data import Data
 from torch_geometric.nn import APPNP, GCNConv
 from torch_geometric.utils import coalesce
-
-from model.nn.graph_ops import GraphOps, graph_ops
-from model.nn.models import MODEL_NAMES, ModelConfig, QConvStack, QDecoupled, build_model
-from model.quant.degree_quant import DegreeQuantConfig
-from model.quant.precision import PrecisionConfig
-from model.quant.quantizer import Quantizer
-from model.train import TrainConfig, train_one
 
 N, FEAT, C = 24, 7, 3
 QUANT_PARAM_NAMES = {"alpha", "log_step", "offset"}
@@ -213,7 +212,7 @@ def test_all_nodes_protected_leaves_only_weights_quantized(name: str) -> None:
 
 @pytest.fixture(scope="module")
 def csbm():
-    from model.datasets import load_dataset
+    from qgnn.model.datasets import load_dataset
 
     return load_dataset("csbm:n=300,features=16,classes=3,degree=5", seed=0)
 

@@ -5,12 +5,11 @@ from __future__ import annotations
 import pytest
 import torch
 from nn_test_graphs import N, random_graph
+from qgnn.model.nn.graph_ops import GraphOps
+from qgnn.model.nn.propagation import QPropagation
+from qgnn.model.quant.precision import PrecisionConfig
 from torch_geometric.nn import APPNP
 from torch_geometric.utils import coalesce
-
-from model.nn.graph_ops import GraphOps
-from model.nn.propagation import QPropagation
-from model.quant.precision import PrecisionConfig
 
 
 def norm_adj(ei: torch.Tensor, n: int) -> torch.Tensor:

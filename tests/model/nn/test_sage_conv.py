@@ -6,12 +6,11 @@ import pytest
 import torch
 import torch.nn.functional as F
 from nn_test_graphs import N, random_graph
+from qgnn.model.nn.graph_ops import GraphOps
+from qgnn.model.nn.sage_conv import QSAGEConv
+from qgnn.model.quant.precision import PrecisionConfig
 from torch_geometric.nn import SAGEConv
 from torch_geometric.utils import coalesce, remove_self_loops
-
-from model.nn.graph_ops import GraphOps
-from model.nn.sage_conv import QSAGEConv
-from model.quant.precision import PrecisionConfig
 
 
 def dense_a(ei: torch.Tensor, n: int) -> torch.Tensor:

@@ -9,15 +9,14 @@ import pytest
 import torch
 import torch.nn.functional as F
 from nn_test_graphs import N, random_graph
-
-from model.datasets import load_dataset
-from model.nn.features import cached_model_input
-from model.nn.graph_ops import GraphOps
-from model.nn.models import ModelConfig, QDecoupled, build_model
-from model.nn.propagation import QPropagation
-from model.nn.smp_propagation import QSMPPropagation, SMPConstants, SMPState
-from model.quant.precision import PrecisionConfig
-from model.train import TrainConfig, accuracy, calibrate, make_optimizer
+from qgnn.model.datasets import load_dataset
+from qgnn.model.nn.features import cached_model_input
+from qgnn.model.nn.graph_ops import GraphOps
+from qgnn.model.nn.models import ModelConfig, QDecoupled, build_model
+from qgnn.model.nn.propagation import QPropagation
+from qgnn.model.nn.smp_propagation import QSMPPropagation, SMPConstants, SMPState
+from qgnn.model.quant.precision import PrecisionConfig
+from qgnn.model.train import TrainConfig, accuracy, calibrate, make_optimizer
 
 FP32 = PrecisionConfig.uniform(32)
 

@@ -5,8 +5,7 @@ from __future__ import annotations
 import torch
 from hypothesis import given, settings
 from hypothesis import strategies as st
-
-from model.nn.spmm import CSRPattern, csr_matmul
+from qgnn.model.nn.spmm import CSRPattern, csr_matmul
 
 
 def _random_sparse(r: int, c: int, density: float, seed: int, dtype=torch.float32):

@@ -5,9 +5,8 @@ from __future__ import annotations
 import numpy as np
 import pytest
 import torch
-
-from model.nn.roles import RoleQuantizers
-from model.quant.bit_truncation import (
+from qgnn.model.nn.roles import RoleQuantizers
+from qgnn.model.quant.bit_truncation import (
     BitTruncQuantizer,
     TruncatedPrecision,
     make_quantizer,
@@ -15,9 +14,9 @@ from model.quant.bit_truncation import (
     truncate_grid_codes,
     truncate_grid_codes_np,
 )
-from model.quant.precision import PrecisionConfig
-from model.quant.quantizer import Quantizer
-from model.quant.spec import QuantConfigError, QuantSpec
+from qgnn.model.quant.precision import PrecisionConfig
+from qgnn.model.quant.quantizer import Quantizer
+from qgnn.model.quant.spec import QuantConfigError, QuantSpec
 
 BT = QuantSpec(bits=2, range="minmax", truncation="bt")
 BT_STAR = QuantSpec(bits=2, range="minmax", truncation="bt_star")

@@ -6,14 +6,13 @@ import pytest
 import torch
 from hypothesis import given, settings
 from hypothesis import strategies as st
-
-from model.quant.degree_quant import (
+from qgnn.model.quant.degree_quant import (
     DegreeQuantConfig,
     protection_probability,
     sample_protect_mask,
 )
-from model.quant.quantizer import Quantizer
-from model.quant.spec import QuantSpec
+from qgnn.model.quant.quantizer import Quantizer
+from qgnn.model.quant.spec import QuantSpec
 
 
 def test_protection_probability_hand_computed() -> None:

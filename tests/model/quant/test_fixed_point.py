@@ -8,8 +8,7 @@ import numpy as np
 import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
-
-from model.quant.fixed_point import (
+from qgnn.model.quant.fixed_point import (
     EXACT_FLOAT32_MULT_BITS,
     ceil_log2,
     is_exact,

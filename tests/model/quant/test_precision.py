@@ -6,9 +6,8 @@ import json
 from pathlib import Path
 
 import pytest
-
-from model.quant.precision import ROLES, PrecisionConfig
-from model.quant.spec import QuantConfigError, QuantSpec
+from qgnn.model.quant.precision import ROLES, PrecisionConfig
+from qgnn.model.quant.spec import QuantConfigError, QuantSpec
 
 ALL_ROLES_TEXT = "input, weight, output, message, aggregate, update"
 

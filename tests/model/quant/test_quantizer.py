@@ -9,9 +9,8 @@ import pytest
 import torch
 from hypothesis import given, settings
 from hypothesis import strategies as st
-
-from model.quant.quantizer import ALPHA_GRID, IntegerQuantParams, Quantizer
-from model.quant.spec import QuantSpec
+from qgnn.model.quant.quantizer import ALPHA_GRID, IntegerQuantParams, Quantizer
+from qgnn.model.quant.spec import QuantSpec
 
 METHODS = ["minmax", "percentile", "qlr", "lsq"]
 GRANS = ["tensor", "channel", "node"]
@@ -599,7 +598,7 @@ def _sparse(seed: int, n: int = 9, f: int = 7, density: float = 0.3) -> torch.Te
 
 @pytest.mark.parametrize("seed", range(4))
 def test_quantiles_with_implicit_zeros_match_dense_quantile(seed: int) -> None:
-    from model.quant.quantizer import _quantiles_with_zeros, _row_quantiles_with_zeros
+    from qgnn.model.quant.quantizer import _quantiles_with_zeros, _row_quantiles_with_zeros
 
     x = _sparse(seed)
     qs = (0.001, 0.25, 0.999)

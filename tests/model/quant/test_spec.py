@@ -3,8 +3,7 @@
 from __future__ import annotations
 
 import pytest
-
-from model.quant.spec import (
+from qgnn.model.quant.spec import (
     ALLOWED_BITS,
     FP32_BITS,
     QuantConfigError,

@@ -13,8 +13,7 @@ import pytest
 import torch
 from hypothesis import given, settings
 from hypothesis import strategies as st
-
-from model.quant.ste import (
+from qgnn.model.quant.ste import (
     clipped_ste_fake_quant,
     fake_quant,
     grad_scale,

@@ -1,4 +1,4 @@
-"""hw/timing.py: the timing contract formula (hand-computed cases) and its purity."""
+"""qgnn/core/timing.py: the timing contract formula (hand-computed cases) and its purity."""
 
 from __future__ import annotations
 
@@ -7,7 +7,7 @@ import sys
 
 import pytest
 
-from hw import timing
+from qgnn.core import timing
 
 
 def test_t_fill_and_t_deg0() -> None:
@@ -47,5 +47,5 @@ def test_bad_arguments() -> None:
 
 
 def test_timing_is_pure_python() -> None:
-    code = "import sys, hw.timing; sys.exit(1 if 'amaranth' in sys.modules else 0)"
+    code = "import sys, qgnn.core.timing; sys.exit(1 if 'amaranth' in sys.modules else 0)"
     assert subprocess.run([sys.executable, "-c", code]).returncode == 0
