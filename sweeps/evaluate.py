@@ -49,8 +49,8 @@ def _has(module: str, attr: str) -> bool:
 
 
 def sim_available() -> bool:
-    """True when the cycle-level simulator (``sim.simulate``) is installed."""
-    return _has("sim", "simulate")
+    """True when the cycle-level simulator (``qgnn.sim.simulate``) is installed."""
+    return _has("qgnn.sim", "simulate")
 
 
 def hw_available() -> bool:

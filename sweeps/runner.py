@@ -43,6 +43,7 @@ from typing import Any
 
 from qgnn.core.atomic import write_json_atomic
 
+from .evaluate import sim_available
 from .report import POINT_FORMAT, read_point
 from .spec import SweepPoint, SweepSpec
 
@@ -123,13 +124,18 @@ def task_accuracy(params: Mapping[str, Any], data_root: str | None,
 def task_point(point: Mapping[str, Any], accuracy: Mapping[str, Any] | None,
                data_root: str | None, threads: int = 1) -> dict[str, Any]:
     """Dask task: evaluate one point given its accuracy result (from :func:`task_accuracy` or
-    the cache; ``None`` when accuracy is not evaluated). Never raises: errors are returned."""
+    the cache; ``None`` when accuracy is not evaluated). Never raises: errors are returned.
+
+    The result carries the accuracy it was evaluated with (``accuracy_result``), so the client
+    never needs the training's own future again: that future's data may have been lost with a
+    dead worker after this point ran."""
     from .evaluate import limit_threads, simulate
 
     t0 = time.perf_counter()
     started = _now()
     out: dict[str, Any] = {"status": "ok", "error": None, "traceback": None, "sim": None,
                            "started_at": started,
+                           "accuracy_result": None if accuracy is None else dict(accuracy),
                            "worker": f"{socket.gethostname()}:{os.getpid()}"}
     try:
         limit_threads(threads)
@@ -273,10 +279,8 @@ def _set_forkserver_preload() -> None:
 
     ctx = get_mp_context()  # lets distributed set its own preload list first
     mods = list(FORKSERVER_PRELOAD)
-    from .evaluate import sim_available
-
     if sim_available():
-        mods.append("sim")
+        mods.append("qgnn.sim")
     if not hasattr(ctx, "set_forkserver_preload"):
         return
     ctx.set_forkserver_preload(mods)
@@ -348,7 +352,6 @@ def run_sweep(
     """
     from qgnn.core.version import qgnn_version
 
-    from .evaluate import sim_available
     from .report import git_sha
 
     t_start = time.perf_counter()
@@ -395,7 +398,7 @@ def run_sweep(
                          events, result, version, sha, client)
         except KeyboardInterrupt:
             result.interrupted = True
-            events("run-interrupted", computed=result.computed)
+            events("run-interrupted", reused=result.reused, computed=result.computed)
             raise
         finally:
             result.wall_time_s = time.perf_counter() - t_start
@@ -407,8 +410,9 @@ def run_sweep(
             result.ok = sum(1 for r in recs if r is not None and r["status"] == "ok")
             result.failed = sum(1 for r in recs if r is not None and r["status"] == "error")
             if not result.interrupted:
-                events("run-end", computed=result.computed, trainings=result.trainings,
-                       ok=result.ok, failed=result.failed, wall_time_s=result.wall_time_s)
+                events("run-end", reused=result.reused, computed=result.computed,
+                       trainings=result.trainings, ok=result.ok, failed=result.failed,
+                       wall_time_s=result.wall_time_s)
             events.close()
     return result
 
@@ -449,7 +453,13 @@ def _execute(spec: SweepSpec, pending: list[SweepPoint], out_dir: Path, root: st
             fut = client.submit(task_point, p.to_dict(), acc, root, 1,
                                 key=f"point-{p.point_id}-{result.run_id}", priority=-p.index)
             point_futs[fut] = p
+        del acc, fut  # no stray reference keeps a training's future alive
         acc_by_key = {f.key: mh for mh, f in acc_futs.items()}
+        # A training's future is released once it has arrived and no pending point needs it:
+        # held to the end, its data would be recomputed (a wasted training) whenever the worker
+        # keeping it dies, although every point using it is finished.
+        needed = {mh: sum(1 for p in pending if p.model_hash == mh) for mh in acc_futs}
+        arrived: set[str] = set()
         bar = tqdm(total=len(spec), initial=result.reused, desc="sweep", unit="pt",
                    disable=not progress, file=sys.stderr, dynamic_ncols=True)
         n_ok = n_err = 0
@@ -461,13 +471,20 @@ def _execute(spec: SweepSpec, pending: list[SweepPoint], out_dir: Path, root: st
         try:
             for fut in as_completed([*acc_futs.values(), *point_futs]):
                 if fut.key in acc_by_key:
-                    _on_accuracy(fut, acc_by_key[fut.key], cache_dir, events, result, version,
-                                 sha)
+                    mh = acc_by_key[fut.key]
+                    _on_accuracy(fut, mh, cache_dir, events, result, version, sha)
+                    arrived.add(mh)
+                    if needed[mh] == 0:
+                        acc_futs.pop(mh, None)
                     continue
                 p = point_futs.pop(fut)
                 rec = _on_point(fut, p, spec, out_dir, events, result, version, sha,
                                 from_cache=p.model_hash in acc_cached,
-                                accuracy=_accuracy_of(p, acc_futs, acc_cached))
+                                acc_futs=acc_futs, acc_cached=acc_cached)
+                if p.model_hash in needed:
+                    needed[p.model_hash] -= 1
+                    if needed[p.model_hash] == 0 and p.model_hash in arrived:
+                        acc_futs.pop(p.model_hash, None)
                 if rec["status"] == "ok":
                     n_ok += 1
                 else:
@@ -486,14 +503,17 @@ def _execute(spec: SweepSpec, pending: list[SweepPoint], out_dir: Path, root: st
             tornado_log.setLevel(tornado_level)
 
 
-def _accuracy_of(p: SweepPoint, acc_futs: Mapping[str, Any],
-                 acc_cached: Mapping[str, Any]) -> dict[str, Any] | None:
+def _accuracy_of_failed(p: SweepPoint, acc_futs: Mapping[str, Any],
+                        acc_cached: Mapping[str, Any]) -> dict[str, Any] | None:
+    """For a point whose task failed: the cached or already computed training, if any."""
     if p.model_hash in acc_cached:
         return dict(acc_cached[p.model_hash])
     f = acc_futs.get(p.model_hash)
     if f is None or f.status != "finished":
         return None
-    return dict(f.result())
+    with contextlib.suppress(Exception):  # its data may be gone with a dead worker
+        return dict(f.result(timeout=30))
+    return None
 
 
 def _on_accuracy(fut: Any, model_hash: str, cache_dir: Path, events: _Events,
@@ -515,13 +535,17 @@ def _on_accuracy(fut: Any, model_hash: str, cache_dir: Path, events: _Events,
 
 def _on_point(fut: Any, p: SweepPoint, spec: SweepSpec, out_dir: Path, events: _Events,
               result: SweepResult, version: str, sha: str, from_cache: bool,
-              accuracy: dict[str, Any] | None) -> dict[str, Any]:
+              acc_futs: Mapping[str, Any], acc_cached: Mapping[str, Any]) -> dict[str, Any]:
+    accuracy: dict[str, Any] | None
     if fut.status == "finished":
         r = dict(fut.result())
-    else:  # the task itself failed (worker died, dependency lost, ...)
+        # the accuracy this point was evaluated with, carried in its own result
+        accuracy = r.pop("accuracy_result", None)
+    else:  # the task itself failed (worker died too often, dependency lost, ...)
         exc = fut.exception()
         r = {"status": "error", "error": f"task: {_error_text(exc)}", "traceback": None,
              "sim": None, "wall_time_s": float("nan")}
+        accuracy = _accuracy_of_failed(p, acc_futs, acc_cached)
     acc = None
     if accuracy is not None and accuracy.get("status") == "ok":
         acc = accuracy["accuracy"]

@@ -113,6 +113,30 @@ def test_no_bare_part_imports() -> None:
     assert not bad, "imports outside the qgnn namespace:\n" + "\n".join(bad)
 
 
+def _dynamic_imports(path: Path) -> Iterator[tuple[int, str]]:
+    """Module names passed as strings to ``find_spec``/``import_module``/``_has``-style calls."""
+    for node in ast.walk(ast.parse(path.read_text(), filename=str(path))):
+        if not (isinstance(node, ast.Call) and node.args):
+            continue
+        func = node.func
+        fname = func.attr if isinstance(func, ast.Attribute) else getattr(func, "id", "")
+        arg = node.args[0]
+        if (fname in {"find_spec", "import_module", "_has", "__import__"}
+                and isinstance(arg, ast.Constant) and isinstance(arg.value, str)):
+            yield node.lineno, arg.value
+
+
+def test_no_bare_part_names_in_dynamic_imports() -> None:
+    """``importlib`` look-ups name modules under ``qgnn`` too: a bare ``"sim"`` finds the
+    folder only when the current directory is the repository root (it once made the installed
+    ``qgnn sweep`` believe the simulator was missing)."""
+    bad = [f"{path.relative_to(REPO)}:{line}: {name!r}"
+           for path in [*MODULES.values(), *(REPO / "tests").rglob("*.py"),
+                        *(REPO / "benchmarks").rglob("*.py")]
+           for line, name in _dynamic_imports(path) if name.split(".")[0] in BARE]
+    assert not bad, "dynamic imports outside the qgnn namespace:\n" + "\n".join(bad)
+
+
 def test_parts_import_only_downward() -> None:
     bad = []
     for mod, path in MODULES.items():
