@@ -9,6 +9,11 @@ Aggregation is done by :class:`~model.golden.stage.AggregationStage`, exactly as
 does it: a pure sum of unsigned message codes per destination node, the zero point and the
 per-node factor applied once per output (source-side D^-1/2 is folded into the message
 requantization, destination-side into the aggregation's multiplier).
+
+The forward pass runs the vectorised kernels of :mod:`model.integer.kernels` (same results,
+same overflow errors); ``with kernels.reference_path(): model.forward(x)`` runs the
+straightforward definitions instead (``AggregationStage.compute``, ``rules.requantize``, the
+``reference`` methods), which the tests pin the kernels against.
 """
 
 from __future__ import annotations
@@ -34,7 +39,7 @@ from ..nn.propagation import QPropagation
 from ..nn.sage_conv import QSAGEConv
 from ..nn.smp_propagation import QSMPPropagation
 from ..quant.quantizer import Quantizer
-from . import rules
+from . import kernels, rules
 from .fixed import IntegerConversionError, QParams, Requant, int_matmul
 
 Trace = dict[str, tuple[np.ndarray, QParams]]
@@ -78,6 +83,10 @@ class AggregationSpec:
     multiplier: np.ndarray
     shift: np.ndarray
     mult_bits: int
+    #: cached CSR sum operator (built on first use, reused by every forward pass)
+    _csr: kernels.CSRSum | None = field(default=None, repr=False, compare=False)
+    #: cached lookup table of the output snap (BT aggregates)
+    _snap: np.ndarray | None = field(default=None, repr=False, compare=False)
 
     @classmethod
     def build(
@@ -124,7 +133,8 @@ class AggregationSpec:
             meta["truncation"] = {"message": self.message.truncated, "aggregate": agg.truncated}
         return AggregationStage(
             name=self.name, indptr=self.indptr, indices=self.indices,
-            codes=message_codes + off_in, bits=self.message.bits, out_bits=agg.bits,
+            codes=message_codes + off_in if off_in else message_codes, bits=self.message.bits,
+            out_bits=agg.bits,
             zero_point_in=int(self.message.zero) + off_in * self.message.level,
             zero_point_out=int(agg.zero) + off_out,
             multiplier=self.multiplier, shift=self.shift, mult_bits=self.mult_bits,
@@ -134,9 +144,47 @@ class AggregationSpec:
         )
 
     def run(self, message_codes: np.ndarray) -> tuple[np.ndarray, AggregationStage]:
+        """Aggregate codes (in the aggregate quantizer's code range) and the hardware stage.
+        Same result as :meth:`AggregationStage.compute` of that stage."""
+        out, st, _ = self.run_with_corrected(message_codes, keep_corrected=False)
+        return out, st
+
+    def run_with_corrected(
+        self, message_codes: np.ndarray, keep_corrected: bool = True
+    ) -> tuple[np.ndarray, AggregationStage, np.ndarray | None]:
+        """:meth:`run`, plus the corrected sums ``in_level * acc - n z_in`` (int64 ``[N, F]``)
+        when ``keep_corrected``.
+
+        Vectorised: the CSR is built once (:class:`~model.integer.kernels.CSRSum`) and the
+        requantization runs in place; the row-length check of the stage's accumulator width
+        and the product-width check of the requantization run on every call, as in
+        :meth:`AggregationStage.compute`."""
         st = self.stage(message_codes)
-        _, out = st.compute()
-        return out - (-self.aggregate.qmin), st
+        off_out = -self.aggregate.qmin
+        if kernels.use_reference():
+            acc, out = st.compute()
+            corrected = None
+            if keep_corrected:
+                corrected = st.in_level * acc - st.row_lengths[:, None] * int(st.zero_point_in)
+            return out - off_out, st, corrected
+        assert st.acc_width is not None and st.out_grid_bits is not None
+        if self._csr is None or self._csr.num_src != st.codes.shape[0]:
+            self._csr = kernels.CSRSum(self.indptr, self.indices, st.codes.shape[0])
+        if st.out_thresholds is not None and self._snap is None:
+            self._snap = kernels.snap_table(st.out_thresholds, 0, (1 << st.out_grid_bits) - 1)
+        snap = self._snap if st.out_thresholds is not None else None
+        if not keep_corrected:
+            return kernels.stage_output(st, self._csr, snap, off_out), st, None
+        kernels.check_stage_rows(st.row_lengths, st.bits, st.acc_width, st.name)
+        c = self._csr.corrected(st.codes, st.in_level, int(st.zero_point_in))
+        corrected = c.copy()
+        y = kernels.requantize_inplace(c, st.multiplier[:, None], st.shift[:, None],
+                                       st.zero_point_out, st.out_grid_bits)
+        if snap is not None:
+            y = kernels.snap_clamped(y, snap, 0)
+        if off_out:
+            np.subtract(y, off_out, out=y)
+        return y, st, corrected
 
 
 class IntLayer:
@@ -147,6 +195,12 @@ class IntLayer:
     def __init__(self) -> None:
         self.trace: Trace = {}
         self.stages: list[AggregationStage] = []
+        self._ws = kernels.Workspace()  # reused scratch (matmul results) between passes
+
+    def _matmul(self, x: Any, w_centred: np.ndarray, tag: str = "mm") -> np.ndarray:
+        """:func:`int_matmul` into a reused buffer (consumed by the next requantization)."""
+        n = x.codes.shape[0] if isinstance(x, kernels.Centred) else x.shape[0]
+        return int_matmul(x, w_centred, out=self._ws.get(tag, (n, w_centred.shape[0]), np.int64))
 
     def forward(self, *inputs: Any) -> np.ndarray:  # pragma: no cover - abstract
         raise NotImplementedError
@@ -168,8 +222,10 @@ class IntLayer:
         """Aggregate-first layers (GIN, SAGE): input codes -> messages -> aggregate codes.
         Returns the centred input codes and the aggregate codes."""
         self.stages = []
-        xc = _densify_centred(self.inp(x))
-        self._rec(self.inp.target, self.inp.codes(xc))
+        xc, codes = self.inp.encode(x)
+        if sp.issparse(xc):
+            xc = _densify_centred(xc)
+        self._rec(self.inp.target, codes)
         m = self._rec(self.msg, self.rq_msg(xc))
         return xc, self._aggregate(m)
 
@@ -189,6 +245,29 @@ class InputRequant:
 
     def __call__(self, x: np.ndarray | SparseFeatures | Tensor) -> Any:
         """Centred input codes (``level * codes - zero``); sparse for sparse raw features."""
+        return self.encode(x)[0]
+
+    def encode(self, x: np.ndarray | SparseFeatures | Tensor) -> tuple[Any, np.ndarray]:
+        """``(centred codes, stored codes)``: :meth:`__call__` (sparse for sparse raw
+        features; otherwise lazily centred, :meth:`QParams.lazy`) and :meth:`codes` of its
+        result, without computing the codes twice."""
+        if kernels.use_reference():
+            xc = self.reference(x)
+            return xc, self.codes(xc)
+        t = self.target
+        if self.prev is None:
+            if isinstance(x, SparseFeatures):
+                xc = self.reference(x)
+                return xc, self.codes(xc)
+            arr = x.detach().cpu().numpy() if isinstance(x, Tensor) else np.asarray(x)
+            c = _quantize_real(arr, t)
+            return t.lazy(c), c
+        assert self.rq is not None and self.prev is not None
+        c = self.rq(self.prev.lazy(np.asarray(x)))
+        return t.lazy(c), c
+
+    def reference(self, x: np.ndarray | SparseFeatures | Tensor) -> Any:
+        """The straightforward definition of :meth:`__call__`."""
         t = self.target
         if self.prev is None:
             if isinstance(x, SparseFeatures):
@@ -209,7 +288,26 @@ class InputRequant:
     def codes(self, xc: Any) -> np.ndarray:
         """Stored codes (dense int64) of centred codes ``xc`` returned by ``__call__``."""
         t = self.target
-        return (_densify_centred(xc) + t.zero) // t.level
+        if kernels.use_reference():
+            return (_densify_centred(xc) + t.zero) // t.level
+        if sp.issparse(xc):
+            d = np.asarray(xc.toarray(), dtype=np.int64)  # a new dense array
+        else:
+            d = np.array(xc, dtype=np.int64)  # a copy: the steps below run in place
+        d = _iadd(d, t.zero)
+        if t.level != 1:
+            np.floor_divide(d, t.level, out=d)
+        return d
+
+
+def _iadd(t: np.ndarray, x: Any) -> np.ndarray:
+    if np.broadcast_shapes(t.shape, np.shape(x)) == t.shape:
+        return np.add(t, x, out=t)
+    return t + x
+
+
+#: Reused float buffer of :func:`_quantize_real` (per thread).
+_QUANT_WS = kernels.Workspace()
 
 
 def _quantize_real(x: np.ndarray, qp: QParams) -> np.ndarray:
@@ -217,7 +315,14 @@ def _quantize_real(x: np.ndarray, qp: QParams) -> np.ndarray:
     xf = np.asarray(x, dtype=np.float32)
     inv = (np.float32(1.0) / qp.scale.astype(np.float32)).astype(np.float32)
     lo, hi = qp.grid_range
-    return qp.snap(np.clip(np.rint(xf * inv).astype(np.int64) + qp.zero, lo, hi))
+    if kernels.use_reference():
+        return qp.snap(np.clip(np.rint(xf * inv).astype(np.int64) + qp.zero, lo, hi))
+    t = _QUANT_WS.get("x", np.broadcast_shapes(xf.shape, inv.shape), np.float32)
+    np.multiply(xf, inv, out=t)
+    np.rint(t, out=t)
+    c = _iadd(t.astype(np.int64), qp.zero)
+    np.clip(c, lo, hi, out=c)
+    return qp.snap(c)
 
 
 def _densify_centred(x: Any) -> np.ndarray:
@@ -246,13 +351,13 @@ class IntGCN(IntLayer):
 
     def forward(self, x: Any) -> np.ndarray:
         self.stages = []
-        xc = self.inp(x)
-        self._rec(self.inp.target, self.inp.codes(xc))
+        xc, codes = self.inp.encode(x)
+        self._rec(self.inp.target, codes)
         self._rec(self.wq, self.w)
-        o = self._rec(self.out, self.rq_out(int_matmul(xc, self.wq.centred(self.w))))
-        m = self._rec(self.msg, self.rq_msg(self.out.centred(o)))
+        o = self._rec(self.out, self.rq_out(self._matmul(xc, self.wq.centred(self.w))))
+        m = self._rec(self.msg, self.rq_msg(self.out.lazy(o)))
         a = self._aggregate(m)
-        return self._rec(self.upd, self.rq_upd(self.agg_q.centred(a)))
+        return self._rec(self.upd, self.rq_upd(self.agg_q.lazy(a)))
 
 
 class IntGIN(IntLayer):
@@ -285,11 +390,13 @@ class IntGIN(IntLayer):
     def forward(self, x: Any) -> np.ndarray:
         _, a = self._aggregate_input(x)
         self._rec(self.wq1, self.w1)
-        h = self._rec(self.out, self.rq_out(int_matmul(self.agg_q.centred(a), self.wq1.centred(self.w1))))
-        x2 = self._rec(self.in2, self.rq_in2(self.out.centred(h)))
+        h = self._rec(self.out, self.rq_out(self._matmul(self.agg_q.lazy(a),
+                                                         self.wq1.centred(self.w1))))
+        x2 = self._rec(self.in2, self.rq_in2(self.out.lazy(h)))
         self._rec(self.wq2, self.w2)
-        o = self._rec(self.out2, self.rq_out2(int_matmul(self.in2.centred(x2), self.wq2.centred(self.w2))))
-        return self._rec(self.upd, self.rq_upd(self.out2.centred(o)))
+        o = self._rec(self.out2, self.rq_out2(self._matmul(self.in2.lazy(x2),
+                                                           self.wq2.centred(self.w2))))
+        return self._rec(self.upd, self.rq_upd(self.out2.lazy(o)))
 
 
 class IntSAGE(IntLayer):
@@ -321,10 +428,10 @@ class IntSAGE(IntLayer):
         xc, a = self._aggregate_input(x)
         self._rec(self.wql, self.wl)
         self._rec(self.wqr, self.wr)
-        acc_l = int_matmul(self.agg_q.centred(a), self.wql.centred(self.wl))
-        acc_r = int_matmul(xc, self.wqr.centred(self.wr))
+        acc_l = self._matmul(self.agg_q.lazy(a), self.wql.centred(self.wl), "mm_l")
+        acc_r = self._matmul(xc, self.wqr.centred(self.wr), "mm_r")
         h = self._rec(self.out, self.rq_out(acc_l, acc_r))
-        return self._rec(self.upd, self.rq_upd(self.out.centred(h)))
+        return self._rec(self.upd, self.rq_upd(self.out.lazy(h)))
 
 
 class IntLinear(IntLayer):
@@ -341,11 +448,11 @@ class IntLinear(IntLayer):
                                     relu=_act_is_relu(lin.act, name))
 
     def forward(self, x: Any) -> np.ndarray:
-        xc = self.inp(x)
-        self._rec(self.inp.target, self.inp.codes(xc))
+        xc, codes = self.inp.encode(x)
+        self._rec(self.inp.target, codes)
         self._rec(self.wq, self.w)
-        o = self._rec(self.out, self.rq_out(int_matmul(xc, self.wq.centred(self.w))))
-        return self._rec(self.upd, self.rq_upd(self.out.centred(o)))
+        o = self._rec(self.out, self.rq_out(self._matmul(xc, self.wq.centred(self.w))))
+        return self._rec(self.upd, self.rq_upd(self.out.lazy(o)))
 
 
 class IntPropagation(IntLayer):
@@ -369,9 +476,9 @@ class IntPropagation(IntLayer):
 
     def forward(self, z: np.ndarray, h: np.ndarray) -> np.ndarray:  # type: ignore[override]
         self.stages = []
-        m = self._rec(self.msg, self.rq_msg(self.prev.centred(z)))
+        m = self._rec(self.msg, self.rq_msg(self.prev.lazy(z)))
         a = self._aggregate(m)
-        return self._rec(self.upd, self.rq_upd(self.agg_q.centred(a), self.teleport.centred(h)))
+        return self._rec(self.upd, self.rq_upd(self.agg_q.lazy(a), self.teleport.lazy(h)))
 
 
 def _signed_terms(factors: list[float | np.ndarray]) -> tuple[list[np.ndarray], list[int]]:
@@ -439,25 +546,26 @@ class IntSMPPropagation(IntLayer):
 
     def forward(self, z: np.ndarray, h: np.ndarray) -> np.ndarray:  # type: ignore[override]
         self.stages = []
-        zc, hc = self.prev.centred(z), self.teleport.centred(h)
-        m = self._rec(self.msg, self.rq_msg(zc))
+        pz, ph, pa = self.prev, self.teleport, self.agg_q
+        m = self._rec(self.msg, self.rq_msg(pz.lazy(z)))
         a = self._aggregate(m)
-        ac = self.agg_q.centred(a)
         gs = self.gap_signs
-        gm = self._rec(self.gmsg, self.rq_gap(gs[0] * hc, gs[1] * zc, gs[2] * ac))
-        b, st = self.gap.run(gm)
+        gm = self._rec(self.gmsg, self.rq_gap(ph.lazy(h, gs[0]), pz.lazy(z, gs[1]),
+                                              pa.lazy(a, gs[2])))
+        b, st, csum = self.gap.run_with_corrected(gm)
+        assert csum is not None
         self.stages.append(st)
         self._rec(self.gagg, b)
-        # T = sum_i g~_i (deg_i g~_i - C_i), C_i = sum over the row of g~ (exact, int64)
+        # T = sum_i g~_i (deg_i g~_i - C_i), C_i = sum over the row of g~ (exact, int64),
+        # C_i being the gap stage's corrected sum in_level * acc_i - n_i z_in
         gc = self.gmsg.centred(gm)
-        csum = st.in_level * st.accumulate() - st.row_lengths[:, None] * int(st.zero_point_in)
         t_int = int(np.sum(gc * (self.deg * gc - csum), dtype=np.int64))
         c = self.c
         factors = [*self.upd_static, 2.0 * c.step * self.lam * self.gagg.scale / self.upd.scale]
         mags, signs = _signed_terms(factors)
         rq_upd = Requant.build(mags, self.upd)
-        bc = self.gagg.centred(b)
-        y = rq_upd(signs[0] * zc, signs[1] * ac, signs[2] * hc, signs[3] * bc)
+        y = rq_upd(pz.lazy(z, signs[0]), pa.lazy(a, signs[1]), ph.lazy(h, signs[2]),
+                   self.gagg.lazy(b, signs[3]))
         slack = self.slack + 2.0 * c.eta_slack * self.lam * self.slack
         trace = float(self.gmsg.scale) ** 2 * t_int
         self.lam = self.lam + c.eta_lambda * (c.bound * self.nnz - slack * slack - trace)

@@ -17,7 +17,7 @@ import numpy as np
 from ..quant.bit_truncation import BitTruncQuantizer
 from ..quant.fixed_point import to_multiplier_shift
 from ..quant.quantizer import Quantizer
-from . import rules
+from . import kernels, rules
 
 #: Multiplier width (bits) of requantizations outside the aggregation datapath.
 REQUANT_MULT_BITS = 24
@@ -126,10 +126,28 @@ class QParams:
         against an ``ndim``-D code array."""
         return self.level * self._along_axis(self.scale, ndim)
 
+    def lazy(self, codes: np.ndarray, sign: int = 1) -> kernels.Centred | np.ndarray:
+        """``sign * centred(codes)`` for a requantization or a matmul to fold in: a
+        :class:`~model.integer.kernels.Centred` for per-tensor parameters (not materialised),
+        the materialised array for per-channel ones."""
+        if self.per_tensor:
+            return kernels.Centred(np.asarray(codes, dtype=np.int64), sign * self.level,
+                                   sign * int(self.zero))
+        c = self.centred(codes)
+        return c if sign == 1 else np.multiply(c, sign, out=c)
+
     def centred(self, codes: np.ndarray) -> np.ndarray:
-        """``level * codes - zero`` (int64): the code's value in steps of ``scale``."""
+        """``level * codes - zero`` (int64, a new array): the code's value in steps of
+        ``scale``."""
         c = np.asarray(codes, dtype=np.int64)
-        return self.level * c - self._along_axis(self.zero, c.ndim)
+        z = self._along_axis(self.zero, c.ndim)
+        if self.level == 1:
+            return np.subtract(c, z)
+        out = np.multiply(c, self.level)
+        if np.broadcast_shapes(out.shape, np.shape(z)) == out.shape:
+            np.subtract(out, z, out=out)
+            return out
+        return out - z
 
 
 @dataclass(frozen=True)
@@ -138,6 +156,19 @@ class FixedScale:
 
     mult: np.ndarray
     shift: np.ndarray
+
+    def __post_init__(self) -> None:
+        # Derived once (the fields never change): the largest multiplier, the largest left
+        # shift, and the rounding offsets of the right shifts.
+        mult, shift = np.asarray(self.mult), np.asarray(self.shift)
+        left = int(max(0, -int(shift.min(initial=0))))
+        object.__setattr__(self, "_mmax", int(mult.max(initial=0)))
+        object.__setattr__(self, "_left", left)
+        ok = shift.size == 0 or int(shift.max()) <= rules.MAX_SHIFT
+        object.__setattr__(self, "_shift_ok", left == 0 and ok)
+        object.__setattr__(self, "_half", kernels.half_of(shift) if left == 0 and ok else None)
+        smin = int(np.maximum(shift, 0).min(initial=0)) if shift.size else 0
+        object.__setattr__(self, "_smin", smin)
 
     @classmethod
     def from_real(cls, factor: np.ndarray | float, mult_bits: int = REQUANT_MULT_BITS) -> FixedScale:
@@ -152,9 +183,42 @@ class FixedScale:
             )
         return cls(m.astype(np.int64), s.astype(np.int64))
 
-    def apply(self, v: np.ndarray) -> np.ndarray:
+    def apply(self, v: np.ndarray, out: np.ndarray | None = None) -> np.ndarray:
         """``round_half_up(v * M / 2**s)`` for int64 ``v`` (overflow-checked). A negative
-        ``s`` (a factor of ``2**mult_bits`` or more) is an exact left shift by ``-s``."""
+        ``s`` (a factor of ``2**mult_bits`` or more) is an exact left shift by ``-s``.
+
+        Vectorised: the product is rounded and shifted in place (in ``out`` when it has the
+        result's shape; a new array otherwise). Same result and errors as :meth:`reference`."""
+        if kernels.use_reference():
+            return self.reference(v)
+        return self._apply(v, out)[0]
+
+    def bound(self, vmax: int) -> int:
+        """An upper bound of ``|apply(v)|`` for ``|v| <= vmax``."""
+        p = vmax * self._mmax  # type: ignore[attr-defined]
+        return p << self._left if self._left else (p >> self._smin) + 1  # type: ignore[attr-defined]
+
+    def _apply(self, v: np.ndarray, out: np.ndarray | None) -> tuple[np.ndarray, int]:
+        """``(apply(v), bound)``, the bound of ``|apply(v)|`` from ``max |v|``."""
+        v = np.asarray(v, dtype=np.int64)
+        vmax = kernels.abs_max(v)
+        left = self._left  # type: ignore[attr-defined]
+        if (vmax * self._mmax).bit_length() + left + 1 > rules.MAX_PRODUCT_WIDTH:  # type: ignore[attr-defined]
+            raise OverflowError(
+                f"rescale product exceeds {rules.MAX_PRODUCT_WIDTH} bits (|v| <= {vmax})"
+            )
+        if left or not self._shift_ok:  # type: ignore[attr-defined]
+            return self.reference(v), self.bound(vmax)
+        shape = np.broadcast_shapes(v.shape, self.mult.shape)
+        if out is None or out.shape != shape or out.dtype != np.int64:
+            p = np.multiply(v, self.mult)
+        else:
+            p = np.multiply(v, self.mult, out=out)
+        kernels.round_shift_inplace(p, self.shift, self._half)  # type: ignore[attr-defined]
+        return p, self.bound(vmax)
+
+    def reference(self, v: np.ndarray) -> np.ndarray:
+        """The straightforward definition of :meth:`apply` (new arrays at every step)."""
         v = np.asarray(v, dtype=np.int64)
         vmax = int(np.abs(v).max(initial=0))
         left = int(max(0, -int(self.shift.min(initial=0))))
@@ -202,12 +266,160 @@ class Requant:
             b = np.floor(bf + 0.5).astype(np.int64)  # round half up, once, at conversion
         return cls(terms, b, relu, k, target)
 
-    def __call__(self, *values: np.ndarray) -> np.ndarray:
+    def __post_init__(self) -> None:
+        tgt = self.target
+        table = None
+        if tgt.truncated and tgt.thresholds is not None:
+            lo, hi = tgt.grid_range
+            table = kernels.snap_table(tgt.thresholds, lo, hi)
+        object.__setattr__(self, "_snap_table", table)
+        object.__setattr__(self, "_ws", kernels.Workspace())
+
+    def __call__(self, *values: Any) -> np.ndarray:
+        """Output codes (int64, a new array) of the terms ``values`` (int64 arrays,
+        :class:`~model.integer.kernels.Centred` codes standing for ``level * codes - zero``, or
+        :class:`~model.integer.kernels.Bounded` arrays with a proven bound).
+
+        Vectorised and exact (same result as :meth:`reference`): each term's product check
+        runs first, from ``max |v|`` (for centred codes from the codes' min and max); the sum of
+        the terms is bounded and a sum that could leave int64 raises :class:`OverflowError`.
+        Then the steps are folded into integer identities that hold exactly —
+        ``floor(floor(y / 2**s) / 2**k) = floor(y / 2**(s + k))``,
+        ``floor(y / 2**s) + n = floor((y + n 2**s) / 2**s)`` for integer ``n``, and ReLU before
+        a monotone rounding that maps 0 to 0 equals a clamp at ``max(qmin, z)`` after it — so a
+        one-term requantization is one multiply, one add, one shift and one clamp over the array,
+        all in place; every folded offset is bounded below ``2**63`` first (else the steps run
+        unfolded)."""
         if len(values) != len(self.terms):
             raise ValueError(f"expected {len(self.terms)} inputs, got {len(values)}")
-        t = self.terms[0].apply(values[0])
+        if kernels.use_reference():
+            return self.reference(*[_materialise(v) for v in values])
+        return self._fused(values)
+
+    def _fused(self, values: tuple[Any, ...]) -> np.ndarray:
+        prepared = []
+        total = 0
+        for fs, v in zip(self.terms, values, strict=True):
+            if fs._left or not fs._shift_ok:  # type: ignore[attr-defined]
+                return self.reference(*[_materialise(x) for x in values])
+            if isinstance(v, kernels.Centred):
+                lo_c, hi_c = v.code_range()
+                vmax = v.abs_max(lo_c, hi_c)
+                base = np.asarray(v.codes, dtype=np.int64)
+                level, zero, cabs = int(v.level), int(v.zero), max(abs(lo_c), abs(hi_c))
+            else:
+                bounded = isinstance(v, kernels.Bounded)
+                base = np.asarray(v.values if bounded else v, dtype=np.int64)
+                level, zero = 1, 0
+                vmax = -1
+                if bounded:  # a proven bound passes the check exactly when it is small enough
+                    vmax = int(v.bound)
+                    if (vmax * fs._mmax).bit_length() + 1 > rules.MAX_PRODUCT_WIDTH:  # type: ignore[attr-defined]
+                        vmax = -1
+                if vmax < 0:
+                    vmax = kernels.abs_max(base)
+                cabs = vmax
+            mmax = fs._mmax  # type: ignore[attr-defined]
+            if (vmax * mmax).bit_length() + 1 > rules.MAX_PRODUCT_WIDTH:
+                raise OverflowError(
+                    f"rescale product exceeds {rules.MAX_PRODUCT_WIDTH} bits (|v| <= {vmax})"
+                )
+            total += fs.bound(vmax)
+            hmax = kernels.abs_max(fs._half)  # type: ignore[attr-defined]
+            if cabs * abs(level) * mmax + abs(zero) * mmax + hmax >= 2**62 and (
+                    level, zero) != (1, 0):
+                assert isinstance(v, kernels.Centred)
+                base, level, zero, cabs = v.materialise(), 1, 0, vmax
+            mult = fs.mult * level if level != 1 else fs.mult
+            off = fs._half - zero * fs.mult if zero else fs._half  # type: ignore[attr-defined]
+            prepared.append((fs, base, mult, np.asarray(off, dtype=np.int64),
+                             cabs * abs(level) * mmax))
+        k = self.frac_bits
+        bias = self.bias
+        total += (kernels.abs_max(bias) if bias is not None else 0) + ((1 << (k - 1)) if k else 0)
+        if total >= 2**63:
+            raise OverflowError(f"requantization sum may exceed int64 (bound {total})")
+
+        lo, hi = self.target.grid_range
+        zo = np.asarray(self.target.zero, dtype=np.int64)
+        zo_scalar = zo.ndim == 0
+        # n: everything added after the sum of the terms, before the final shift by k
+        n = np.asarray(0 if bias is None else bias, dtype=np.int64)
+        if k:
+            n = n + (1 << (k - 1))
+        if zo_scalar:
+            n = n + (int(zo) << k)
+        nmax = kernels.abs_max(n)
+
+        fs0, base0, mult0, off0, pmag0 = prepared[0]
+        s0 = np.asarray(fs0.shift, dtype=np.int64)
+        smax0 = int(s0.max(initial=0))
+        fold = (
+            len(prepared) == 1
+            and np.prod(np.broadcast_shapes(n.shape, s0.shape), dtype=np.int64)
+            <= max(n.size, s0.size)
+            and smax0 + k <= rules.MAX_SHIFT
+            and smax0 < 63
+            and pmag0 + kernels.abs_max(off0) + (nmax << smax0) < 2**63
+        )
+        if fold:
+            off = off0 + n * np.left_shift(np.int64(1), s0)  # n * 2**s0, bounded above
+            sh: np.ndarray | int = s0 + k
+            cab = pmag0 // max(kernels.abs_max(np.asarray(mult0)), 1)  # >= max |base0|
+            uni = kernels.uniform_shift(mult0, off, s0, cab)
+            if uni is not None:
+                mult0, off, sh = uni[0], uni[1], uni[2] + k
+            t = np.multiply(base0, mult0)
+            t = _iadd(t, off)
+            np.right_shift(t, sh, out=t)
+        else:
+            t = np.multiply(base0, mult0)
+            fold_n = (
+                np.prod(np.broadcast_shapes(n.shape, s0.shape), dtype=np.int64)
+                <= max(n.size, s0.size)
+                and smax0 < 63
+                and pmag0 + kernels.abs_max(off0) + (nmax << smax0) < 2**63
+            )
+            if fold_n:  # floor(y / 2**s0) + n = floor((y + n 2**s0) / 2**s0)
+                t = _iadd(t, off0 + n * np.left_shift(np.int64(1), s0))
+            else:
+                t = _iadd(t, off0)
+            np.right_shift(t, s0, out=t)
+            ws: kernels.Workspace = self._ws  # type: ignore[attr-defined]
+            for fs, base, mult, off_j, _ in prepared[1:]:
+                shape = np.broadcast_shapes(base.shape, np.shape(mult))
+                u = ws.get("term", shape, np.int64)
+                np.multiply(base, mult, out=u)
+                np.add(u, off_j, out=u)
+                np.right_shift(u, fs.shift, out=u)
+                t = _iadd(t, u)
+            if not fold_n and (n.ndim or int(n)):
+                t = _iadd(t, n)
+            if k:
+                np.right_shift(t, k, out=t)
+        if not zo_scalar:
+            t = _iadd(t, zo)
+        if self.relu:  # ReLU before the rounding = clamp at max(lo, z) after it
+            lo_eff: int | np.ndarray = max(lo, int(zo)) if zo_scalar else np.maximum(lo, zo)
+        else:
+            lo_eff = lo
+        if np.ndim(lo_eff) == 0 and int(lo_eff) <= hi:
+            np.clip(t, int(lo_eff), hi, out=t)
+        else:
+            np.maximum(t, lo_eff, out=t)
+            np.minimum(t, hi, out=t)
+        table = self._snap_table  # type: ignore[attr-defined]
+        if table is not None:
+            return kernels.snap_clamped(t, table, lo)
+        return self.target.snap(t)
+
+    def reference(self, *values: np.ndarray) -> np.ndarray:
+        """The straightforward definition of :meth:`__call__` (new arrays at every step)."""
+        if len(values) != len(self.terms):
+            raise ValueError(f"expected {len(self.terms)} inputs, got {len(values)}")
+        t = self.terms[0].reference(values[0])
         for term, v in zip(self.terms[1:], values[1:], strict=True):
-            t = t + term.apply(v)
+            t = t + term.reference(v)
         if self.bias is not None:
             t = t + self.bias
         if self.relu:
@@ -218,13 +430,96 @@ class Requant:
         return self.target.snap(np.clip(t + self.target.zero, lo, hi))
 
 
-def int_matmul(x_centred: Any, w_codes: np.ndarray) -> np.ndarray:
-    """Exact ``x @ w.T`` for integer ``x`` ([N, K], dense int64 or scipy sparse) and signed
-    weight codes ``w`` ([C, K]), as int64.
+def _materialise(v: Any) -> np.ndarray:
+    if isinstance(v, kernels.Centred):
+        return v.materialise()
+    return v.values if isinstance(v, kernels.Bounded) else v
 
-    Computed in float64, which is exact while every partial sum stays below 2**53; that bound
-    is checked from the operands' magnitudes before multiplying.
+
+def _iadd(t: np.ndarray, x: np.ndarray | int) -> np.ndarray:
+    """``t + x``, in place when the broadcast keeps ``t``'s shape (``t`` is owned)."""
+    if np.broadcast_shapes(t.shape, np.shape(x)) == t.shape:
+        return np.add(t, x, out=t)
+    return t + x
+
+
+#: Partial sums below this are exact in float32 (24-bit significand).
+FLOAT32_EXACT = 2**24
+#: Partial sums below this are exact in float64 (53-bit significand).
+FLOAT64_EXACT = 2**53
+
+
+def int_matmul(x_centred: Any, w_codes: np.ndarray, out: np.ndarray | None = None) -> Any:
+    """Exact ``x @ w.T`` for integer ``x`` ([N, K], dense int64, scipy sparse, or
+    :class:`~model.integer.kernels.Centred` codes) and signed weight codes ``w`` ([C, K]), as
+    a new int64 array; with ``out`` (int64 ``[N, C]``), written there and returned as
+    :class:`~model.integer.kernels.Bounded` (``out`` with the proven bound of ``|x @ w.T|``,
+    for a requantization to check instead of scanning it).
+
+    Computed in floating point, which is exact while every product and partial sum is an
+    integer below the significand's range, whatever the summation order: the bound
+    ``max|x| * max|w| * K`` (``K`` = the longest sparse row) is checked from the operands before
+    multiplying. Below ``2**24`` the product runs in float32, below ``2**53`` in float64
+    (PyTorch's CPU GEMM, so the thread count is ``torch.set_num_threads``; float32 only while
+    ``torch.get_float32_matmul_precision()`` is ``"highest"``); beyond, it is an
+    :class:`OverflowError`. Same result as :func:`int_matmul_reference`.
     """
+    import scipy.sparse as sp
+    import torch
+    import torch.nn.functional as F
+
+    if kernels.use_reference():
+        xr = x_centred.materialise() if isinstance(x_centred, kernels.Centred) else x_centred
+        return int_matmul_reference(xr, w_codes)
+    w = np.asarray(w_codes, dtype=np.int64)
+    k = w.shape[1]
+    wmax = kernels.abs_max(w)
+    if sp.issparse(x_centred):
+        xs = x_centred.tocsr()
+        xmax = kernels.abs_max(xs.data) if xs.nnz else 0
+        rowmax = int(np.diff(xs.indptr).max(initial=0))
+        bound = xmax * wmax * max(rowmax, 1)
+        if bound >= FLOAT64_EXACT:
+            raise OverflowError("integer matmul partial sums may exceed 2**53")
+        ft = np.float32 if bound < FLOAT32_EXACT else np.float64
+        res = np.asarray(xs.astype(ft) @ w.T.astype(ft))
+    else:
+        fp32_ok = torch.get_float32_matmul_precision() == "highest"
+        if isinstance(x_centred, kernels.Centred):
+            lo, hi = x_centred.code_range()
+            xmax = x_centred.abs_max(lo, hi)
+            shape = x_centred.codes.shape
+        else:
+            xd = np.asarray(x_centred, dtype=np.int64)
+            xmax = kernels.abs_max(xd)
+            shape = xd.shape
+        bound = xmax * wmax * max(k, 1)
+        if bound >= FLOAT64_EXACT:
+            raise OverflowError("integer matmul partial sums may exceed 2**53")
+        ft = np.float32 if bound < FLOAT32_EXACT and fp32_ok else np.float64
+        xf = _MATMUL_WS.get("x", shape, ft)
+        if isinstance(x_centred, kernels.Centred):  # level * c - zero, exact in ft (|.| <= bound)
+            c = np.asarray(x_centred.codes, dtype=np.int64)
+            np.copyto(xf, c, casting="unsafe")
+            if x_centred.level != 1:
+                np.multiply(xf, x_centred.level, out=xf)
+            if x_centred.zero:
+                np.subtract(xf, x_centred.zero, out=xf)
+        else:
+            np.copyto(xf, xd, casting="unsafe")
+        res = F.linear(torch.from_numpy(xf), torch.from_numpy(w.astype(ft))).numpy()
+    if out is not None and out.shape == res.shape and out.dtype == np.int64:
+        np.copyto(out, res, casting="unsafe")  # exact: integers below 2**53
+        return kernels.Bounded(out, bound)
+    return res.astype(np.int64)
+
+
+#: Reused float buffers of :func:`int_matmul` (per thread).
+_MATMUL_WS = kernels.Workspace()
+
+
+def int_matmul_reference(x_centred: Any, w_codes: np.ndarray) -> np.ndarray:
+    """The straightforward definition of :func:`int_matmul` (float64 throughout)."""
     import scipy.sparse as sp
 
     k = w_codes.shape[1]
@@ -254,4 +549,5 @@ __all__ = [
     "QParams",
     "Requant",
     "int_matmul",
+    "int_matmul_reference",
 ]
