@@ -26,6 +26,8 @@ from __future__ import annotations
 
 import copy
 import math
+import os
+import re
 import tomllib
 from collections.abc import Mapping
 from dataclasses import dataclass, field, replace
@@ -404,14 +406,34 @@ def _int(d: Mapping[str, Any], key: str, default: int, where: str, section: str,
 
 
 def _num(d: Mapping[str, Any], key: str, default: float, where: str, section: str,
-         positive: bool = True, allow_zero: bool = False) -> float:
+         positive: bool = True, allow_zero: bool = False,
+         limits: tuple[float, float] | None = None) -> float:
+    """A finite number; ``limits = (lo, hi)`` bounds a positive value to ``lo..hi`` (the
+    range within which every derived figure stays finite; ``lo`` is ignored for 0 when
+    ``allow_zero``)."""
     v = d.get(key, default)
     name = f"{section}.{key}" if section else key
     if isinstance(v, bool) or not isinstance(v, int | float) or not math.isfinite(v):
         raise _fail(where, name, f"expected a finite number, got {v!r}")
     if positive and (v < 0 or (v == 0 and not allow_zero)):
         raise _fail(where, name, f"must be {'>= 0' if allow_zero else '> 0'}, got {v}")
+    if limits is not None and not (limits[0] <= v <= limits[1] or (v == 0 and allow_zero)):
+        raise _fail(where, name, f"must be in {limits[0]:g}..{limits[1]:g}, got {v!r}")
     return float(v)
+
+
+#: Ranges of the physical figures (units as in the key names): wide enough for any chip, narrow
+#: enough that cycles, bytes and energies derived from them stay finite floats.
+LIMITS: dict[str, tuple[float, float]] = {
+    "clock_mhz": (1e-3, 1e6),
+    "bandwidth_gbps": (1e-6, 1e6),
+    "latency_ns": (1e-6, 1e9),
+    "pj_per_bit": (1e-9, 1e9),
+    "size_kib": (1 / 128, 2.0**30),
+    "fp32_macs_per_pe": (1e-6, 1e6),
+}
+#: Upper bound of the integer counts without a natural one (requantizers, burst bytes).
+MAX_COUNT = 2**20
 
 
 def _choice(d: Mapping[str, Any], key: str, default: str, allowed: tuple[str, ...], where: str,
@@ -457,10 +479,14 @@ def _dram_from(d: Mapping[str, Any], where: str) -> DramConfig:
             sources[k] = f"overridden in {where} (preset {preset}: {p[k]})"
     return DramConfig(
         preset=preset,
-        bandwidth_gbps=_num(d, "bandwidth_gbps", p["bandwidth_gbps"], where, "dram"),
-        latency_ns=_num(d, "latency_ns", p["latency_ns"], where, "dram", allow_zero=True),
-        pj_per_bit=_num(d, "pj_per_bit", p["pj_per_bit"], where, "dram", allow_zero=True),
-        burst_bytes=_int(d, "burst_bytes", p["burst_bytes"], where, "dram", lo=1),
+        bandwidth_gbps=_num(d, "bandwidth_gbps", p["bandwidth_gbps"], where, "dram",
+                            limits=LIMITS["bandwidth_gbps"]),
+        latency_ns=_num(d, "latency_ns", p["latency_ns"], where, "dram", allow_zero=True,
+                        limits=LIMITS["latency_ns"]),
+        pj_per_bit=_num(d, "pj_per_bit", p["pj_per_bit"], where, "dram", allow_zero=True,
+                        limits=LIMITS["pj_per_bit"]),
+        burst_bytes=_int(d, "burst_bytes", p["burst_bytes"], where, "dram", lo=1,
+                         hi=MAX_COUNT),
         sources=sources,
     )
 
@@ -473,7 +499,7 @@ def _parse(raw: Mapping[str, Any], where: str) -> ArchConfig:
     desc = d.get("description", "")
     if not isinstance(desc, str):
         raise _fail(where, "description", f"expected a string, got {desc!r}")
-    clock = _num(d, "clock_mhz", 1000.0, where, "")
+    clock = _num(d, "clock_mhz", 1000.0, where, "", limits=LIMITS["clock_mhz"])
     tech = d.get("technology_nm", 45)
     if tech not in TECHNOLOGIES:
         raise _fail(where, "technology_nm", f"invalid value {tech!r}; allowed: "
@@ -533,8 +559,9 @@ def _parse(raw: Mapping[str, Any], where: str) -> ArchConfig:
         rows=_int(c, "rows", 32, where, "combination", lo=1, hi=4096),
         cols=_int(c, "cols", 32, where, "combination", lo=1, hi=4096),
         scaling=scaling, base_bits=base, bits=cbits, operand_bits=opbits,
-        requant_units=_int(c, "requant_units", 32, where, "combination", lo=1),
-        fp32_macs_per_pe=_num(c, "fp32_macs_per_pe", 1.0, where, "combination"),
+        requant_units=_int(c, "requant_units", 32, where, "combination", lo=1, hi=MAX_COUNT),
+        fp32_macs_per_pe=_num(c, "fp32_macs_per_pe", 1.0, where, "combination",
+                              limits=LIMITS["fp32_macs_per_pe"]),
         sparse_input=_choice(c, "sparse_input", "auto", SPARSE_INPUT_MODES, where,
                              "combination"),
         sparse_weights=_choice(c, "sparse_weights", "broadcast", SPARSE_WEIGHT_MODES, where,
@@ -553,7 +580,7 @@ def _parse(raw: Mapping[str, Any], where: str) -> ArchConfig:
         bd = _check_keys(bufs[bname], _BUF_KEYS, where, sec)
         if "size_kib" not in bd:
             raise _fail(where, f"{sec}.size_kib", "missing (buffer size in KiB)")
-        size = _num(bd, "size_kib", 0, where, sec)
+        size = _num(bd, "size_kib", 0, where, sec, limits=LIMITS["size_kib"])
         banks = _int(bd, "banks", 1, where, sec, lo=1, hi=1024)
         if size * 1024 < banks * 8:
             raise _fail(where, sec, f"{size} KiB cannot be split into {banks} banks of >= 8 bytes")
@@ -568,13 +595,16 @@ def _parse(raw: Mapping[str, Any], where: str) -> ArchConfig:
         raise _fail(where, "dataflow.layers", "expected a table {layer index = dataflow}")
     layers: dict[int, str] = {}
     for k, v in layers_raw.items():
-        try:
-            idx = int(k)
-        except (TypeError, ValueError):
+        # decimal digits only: int() would also take " 2", "1_0", "-1" or "02" (a second
+        # spelling of layer 2 that would silently replace the first)
+        text = str(k) if isinstance(k, int) and not isinstance(k, bool) else k
+        if not isinstance(text, str) or not re.fullmatch(r"0|[1-9][0-9]{0,5}", text):
             raise _fail(where, f"dataflow.layers.{k}",
-                        "layer keys must be integer indices >= 0") from None
-        if idx < 0:
-            raise _fail(where, f"dataflow.layers.{k}", "layer keys must be integer indices >= 0")
+                        "layer keys must be integer indices 0..999999 (decimal, no sign, "
+                        "no leading zeros)")
+        idx = int(text)
+        if idx in layers:
+            raise _fail(where, f"dataflow.layers.{k}", f"layer {idx} is given twice")
         layers[idx] = _choice({"v": v}, "v", "auto", DATAFLOWS, where, f"dataflow.layers.{k}")
     area = _check_keys(d.get("area", {}), _AREA_KEYS, where, "area")
     synth = area.get("synth_json")
@@ -598,6 +628,9 @@ def load_arch(arch: ArchConfig | str | Path | Mapping[str, Any] | None = None) -
         return arch
     if isinstance(arch, Mapping):
         return _parse(copy.deepcopy(dict(arch)), "arch")
+    if arch is not None and not isinstance(arch, str | os.PathLike):
+        raise ArchConfigError(f"arch {arch!r}: expected a file path or a preset name "
+                              f"(a string), got {type(arch).__name__}")
     path = DEFAULT_ARCH if arch is None else Path(arch)
     if arch is not None and not path.exists() and isinstance(arch, str) and "/" not in arch:
         cand = CONFIG_DIR / (arch if arch.endswith(".toml") else f"{arch}.toml")
@@ -609,10 +642,17 @@ def load_arch(arch: ArchConfig | str | Path | Mapping[str, Any] | None = None) -
     if not path.exists():
         raise ArchConfigError(f"arch file not found: {path}")
     try:
-        with path.open("rb") as f:
-            raw = tomllib.load(f)
+        data = path.read_bytes()
+    except OSError as e:
+        raise ArchConfigError(f"{path}: cannot read: {e.strerror or e}") from None
+    try:
+        raw = tomllib.loads(data.decode("utf-8"))
+    except UnicodeDecodeError as e:
+        raise ArchConfigError(f"{path}: not UTF-8 text (byte {e.start}: {e.reason})") from None
     except tomllib.TOMLDecodeError as e:
         raise ArchConfigError(f"{path}: invalid TOML: {e}") from None
+    except RecursionError:
+        raise ArchConfigError(f"{path}: invalid TOML: nested too deeply") from None
     cfg = _parse(raw, str(path))
     synth = cfg.synth_json
     if synth and not Path(synth).is_absolute():

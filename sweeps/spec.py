@@ -316,26 +316,31 @@ def load_spec(path: str | Path, arch_schema: Mapping[str, Any] | None | bool = T
     if not p.is_file():
         raise SpecError(f"sweep spec not found: {p}")
     suffix = p.suffix.lower()
+    if suffix not in (".toml", ".yaml", ".yml"):
+        raise SpecError(f"{p}: unknown spec format {suffix!r}; allowed: .toml, .yaml, .yml")
     try:
         text = p.read_text(encoding="utf-8")
     except OSError as e:
         raise SpecError(f"{p}: cannot read: {e.strerror or e}") from None
-    if suffix == ".toml":
-        try:
-            raw = tomllib.loads(text)
-        except tomllib.TOMLDecodeError as e:
-            raise SpecError(f"{p}: invalid TOML: {e}") from None
-    elif suffix in (".yaml", ".yml"):
-        import yaml
+    except UnicodeDecodeError as e:
+        raise SpecError(f"{p}: not UTF-8 text (byte {e.start}: {e.reason})") from None
+    try:
+        if suffix == ".toml":
+            try:
+                raw = tomllib.loads(text)
+            except tomllib.TOMLDecodeError as e:
+                raise SpecError(f"{p}: invalid TOML: {e}") from None
+        else:
+            import yaml
 
-        try:
-            raw = yaml.safe_load(text)
-        except yaml.YAMLError as e:
-            raise SpecError(f"{p}: invalid YAML: {' '.join(str(e).split())}") from None
-        if raw is None:
-            raw = {}
-    else:
-        raise SpecError(f"{p}: unknown spec format {suffix!r}; allowed: .toml, .yaml, .yml")
+            try:
+                raw = yaml.safe_load(text)
+            except yaml.YAMLError as e:
+                raise SpecError(f"{p}: invalid YAML: {' '.join(str(e).split())}") from None
+            if raw is None:
+                raw = {}
+    except RecursionError:
+        raise SpecError(f"{p}: invalid {suffix[1:].upper()}: nested too deeply") from None
     spec = parse_spec(raw, arch_schema=arch_schema)
     spec.source = p
     return spec
@@ -360,6 +365,35 @@ def _check_point_keys(d: Mapping[str, Any], where: str) -> None:
             raise SpecError(f"{where}.{table}: expected a table, got {_type_name(d[table])}")
 
 
+#: Deepest nesting of tables and lists a spec may use.
+MAX_DEPTH = 32
+
+
+def _check_plain(raw: Mapping[str, Any]) -> None:
+    """Reject what JSON cannot hold (dates, times, bytes, non-finite numbers, non-string
+    keys) and nesting deeper than :data:`MAX_DEPTH`, naming the field (iterative: no
+    recursion limit)."""
+    stack: list[tuple[str, Any, int]] = [("", raw, 0)]
+    while stack:
+        where, v, depth = stack.pop()
+        name = where or "spec"
+        if depth > MAX_DEPTH:
+            raise SpecError(f"{name}: nested more than {MAX_DEPTH} tables/lists deep")
+        if isinstance(v, Mapping):
+            for k, x in v.items():
+                if isinstance(k, bool) or not isinstance(k, str | int):
+                    raise SpecError(f"{name}: key {k!r} must be a string")
+                stack.append((f"{where}.{k}" if where else str(k), x, depth + 1))
+        elif isinstance(v, list):
+            for i, x in enumerate(v):
+                stack.append((f"{name}[{i}]", x, depth + 1))
+        elif isinstance(v, float) and not math.isfinite(v):
+            raise SpecError(f"{name}: {v!r} is not a finite number")
+        elif v is not None and not isinstance(v, str | int | float | bool):
+            raise SpecError(f"{name}: a {type(v).__name__} value ({v!r}) is not allowed; use "
+                            "a string, number, boolean, list or table")
+
+
 def _grid_axes(grid: Any) -> list[tuple[str, list[Any]]]:
     if not isinstance(grid, Mapping):
         raise SpecError(f"grid: expected a table, got {_type_name(grid)}")
@@ -371,10 +405,15 @@ def _grid_axes(grid: Any) -> list[tuple[str, list[Any]]]:
                             f"{values!r}; put single values in [fixed]")
         if not values:
             raise SpecError(f"grid.{key}: empty list; give at least one value")
-        for i, a in enumerate(values):
-            for b in values[:i]:
-                if a == b and type(a) is type(b):
-                    raise SpecError(f"grid.{key}: value {a!r} is listed twice")
+        if len(values) > MAX_POINTS:
+            raise SpecError(f"grid.{key}: {len(values)} values; a spec defines at most "
+                            f"{MAX_POINTS} points")
+        seen: set[str] = set()
+        for a in values:
+            ident = f"{type(a).__name__}:{canonical_json(a)}"
+            if ident in seen:
+                raise SpecError(f"grid.{key}: value {a!r} is listed twice")
+            seen.add(ident)
         axes.append((key, values))
     if not axes:
         raise SpecError("grid: empty grid; give at least one parameter with a list of values, "
@@ -393,6 +432,7 @@ def parse_spec(raw: Any, arch_schema: Mapping[str, Any] | None | bool = True) ->
     if unknown:
         raise SpecError(f"spec: unknown key(s) {', '.join(map(repr, unknown))}; allowed: "
                         f"{', '.join(SPEC_KEYS)}")
+    _check_plain(raw)
     name = raw.get("name", "sweep")
     description = raw.get("description", "")
     for key, val in (("name", name), ("description", description)):

@@ -12,6 +12,7 @@ from __future__ import annotations
 import pickle
 import warnings
 import zipfile
+import zlib
 from collections.abc import Sequence
 from pathlib import Path
 
@@ -87,7 +88,7 @@ def _split_file(path: Path, num_nodes: int) -> None:
     try:
         with np.load(path, allow_pickle=False) as z:
             arrays = {k: z[k] for k in ("train_mask", "val_mask", "test_mask")}
-    except (OSError, ValueError, KeyError, EOFError, zipfile.BadZipFile) as exc:
+    except (OSError, ValueError, KeyError, EOFError, zipfile.BadZipFile, zlib.error) as exc:
         reason = f"is not a valid mask archive ({type(exc).__name__}: {exc})"
         raise CorruptFile(path, reason) from exc
     for key, arr in arrays.items():
@@ -95,12 +96,14 @@ def _split_file(path: Path, num_nodes: int) -> None:
             raise CorruptFile(path, f"{key} has shape {arr.shape}, expected ({num_nodes},)")
 
 
-def check_geom_gcn_raw(raw_dir: Path, files: Sequence[str]) -> None:
-    """Check Actor/WebKB raw files: node file, edge file, then split files."""
+def check_geom_gcn_raw(raw_dir: Path, files: Sequence[str]) -> int:
+    """Check Actor/WebKB raw files: node file, edge file, then split files; returns the
+    number of nodes."""
     num_nodes = _node_file(raw_dir / files[0])
     _edge_file(raw_dir / files[1], num_nodes)
     for name in files[2:]:
         _split_file(raw_dir / name, num_nodes)
+    return num_nodes
 
 
 def _unpickle(path: Path) -> object:

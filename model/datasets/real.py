@@ -35,6 +35,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from urllib.parse import urlparse
 
+import numpy as np
 import torch
 from torch_geometric.data import Data, InMemoryDataset
 from torch_geometric.datasets import Actor, Planetoid, WebKB
@@ -94,11 +95,187 @@ class RealSpec:
         return f"{self.folder}/raw"
 
     def check_raw(self, raw_dir: Path) -> None:
-        """Raise :class:`rawcheck.CorruptFile` for the first corrupt raw file."""
+        """Raise :class:`rawcheck.CorruptFile` for the first corrupt raw file: the structural
+        checks of :mod:`rawcheck`, then the content checks below (types, shapes, ranges and
+        cross-file consistency, everything the PyG loader would otherwise trip over without
+        naming the file, or accept and turn into a wrong graph)."""
         if self.family == "planetoid":
             rawcheck.check_planetoid_raw(raw_dir, self.name)
+            _check_planetoid_content(raw_dir, self.name, self.num_classes)
         else:
-            rawcheck.check_geom_gcn_raw(raw_dir, self.raw_files)
+            num_nodes = rawcheck.check_geom_gcn_raw(raw_dir, self.raw_files)
+            _check_geom_content(raw_dir, self.raw_files, self.num_classes, num_nodes,
+                                sparse_features=self.name == "actor")
+
+
+#: Largest dense feature or label matrix a raw file may imply (elements; float32: 1 GiB).
+#: PyG densifies Planetoid matrices and builds Actor's ``[N, max feature + 1]`` matrix.
+MAX_DENSE_ELEMENTS = 2**28
+#: Validation nodes of the Planetoid public split (PyG: the 500 rows after the training rows).
+_PLANETOID_VAL = 500
+
+
+def _matrix_info(path: Path, obj: object) -> tuple[int, int, np.ndarray]:
+    """``(rows, cols, stored values)`` of a pickled Planetoid matrix, or CorruptFile."""
+    import scipy.sparse as sp
+
+    if sp.issparse(obj):
+        # PyG densifies with scipy's C routines, which trust the index arrays: an index out of
+        # range (a damaged file) writes out of bounds (a segfault, or a silently wrong x).
+        fmt = getattr(obj, "format", "?")
+        try:
+            if fmt in ("csr", "csc", "bsr"):
+                obj.check_format(full_check=True)  # type: ignore[attr-defined]
+            elif fmt == "coo":
+                r, c = np.asarray(obj.row), np.asarray(obj.col)  # type: ignore[attr-defined]
+                n_r, n_c = obj.shape  # type: ignore[attr-defined]
+                if not (r.shape == c.shape == np.shape(obj.data)  # type: ignore[attr-defined]
+                        and (r.size == 0 or (0 <= r.min() and r.max() < n_r
+                                             and 0 <= c.min() and c.max() < n_c))):
+                    raise ValueError("row/col indices out of range or of unequal lengths")
+            else:
+                raise ValueError(f"unsupported sparse format {fmt!r} (expected csr, csc, "
+                                 "bsr or coo)")
+        except Exception as exc:  # scipy raises ValueError/TypeError/IndexError/...
+            raise rawcheck.CorruptFile(path, f"is not a well-formed sparse matrix "
+                                             f"({type(exc).__name__}: {exc})") from exc
+        values = np.asarray(obj.data)  # type: ignore[attr-defined]
+        shape = obj.shape  # type: ignore[attr-defined]
+    elif isinstance(obj, np.ndarray):
+        values, shape = obj, obj.shape
+    else:
+        raise rawcheck.CorruptFile(path, f"expected a sparse or dense matrix, got "
+                                         f"{type(obj).__name__}")
+    if len(shape) != 2:
+        raise rawcheck.CorruptFile(path, f"expected a 2-D matrix, got shape {tuple(shape)}")
+    if values.dtype.kind not in "biuf":
+        raise rawcheck.CorruptFile(path, f"has non-numeric values (dtype {values.dtype})")
+    rows, cols = int(shape[0]), int(shape[1])
+    if rows * cols > MAX_DENSE_ELEMENTS:
+        raise rawcheck.CorruptFile(path, f"is a {rows} x {cols} matrix; more than "
+                                         f"{MAX_DENSE_ELEMENTS} elements when dense")
+    if values.dtype.kind == "f" and not bool(np.isfinite(values).all()):
+        raise rawcheck.CorruptFile(path, "contains NaN or infinite values")
+    return rows, cols, values
+
+
+def _check_planetoid_content(raw_dir: Path, prefix: str, num_classes: int) -> None:
+    """Shapes, values and index ranges of the Planetoid files, as PyG's loader uses them."""
+    path = {k: raw_dir / f"ind.{prefix}.{k}" for k in
+            ("x", "tx", "allx", "y", "ty", "ally", "graph", "test.index")}
+    info = {k: _matrix_info(path[k], rawcheck._unpickle(path[k]))
+            for k in ("x", "tx", "allx", "y", "ty", "ally")}
+    cols = {k: info[k][1] for k in ("x", "tx", "allx")}
+    if len(set(cols.values())) != 1:  # name the odd one out
+        counts = list(cols.values())
+        odd = next((k for k, c in cols.items() if counts.count(c) == 1), "x")
+        listing = ", ".join(f"{path[k].name} {c}" for k, c in cols.items())
+        raise rawcheck.CorruptFile(path[odd], f"feature column counts differ ({listing})")
+    for k in ("y", "ty", "ally"):
+        if info[k][1] != num_classes:
+            raise rawcheck.CorruptFile(path[k], f"has {info[k][1]} label columns, expected "
+                                                f"{num_classes} (one per class)")
+    n_train, n_all, n_test = info["x"][0], info["allx"][0], info["tx"][0]
+    if n_train + _PLANETOID_VAL > n_all:
+        raise rawcheck.CorruptFile(path["allx"], f"has {n_all} rows; the public split needs the "
+                                   f"{n_train} training rows of {path['x'].name} and "
+                                   f"{_PLANETOID_VAL} validation rows")
+    test = np.array([int(t) for t in path["test.index"].read_text(encoding="utf-8").split()],
+                    dtype=np.int64)
+    if test.size:
+        if np.unique(test).size != test.size:
+            raise rawcheck.CorruptFile(path["test.index"], "repeats a test node")
+        lo, hi = int(test.min()), int(test.max())
+        n = n_all + (hi - lo + 1 if prefix == "citeseer" else n_test)
+        if lo < n_all or hi >= n:
+            raise rawcheck.CorruptFile(path["test.index"], f"test nodes must lie in "
+                                       f"{n_all}..{n - 1} (after the {n_all} rows of "
+                                       f"{path['allx'].name}), got {lo}..{hi}")
+    else:
+        n = n_all
+    graph = rawcheck._unpickle(path["graph"])
+    assert isinstance(graph, dict)  # rawcheck.check_planetoid_raw
+    for key, nbrs in graph.items():
+        if isinstance(key, bool) or not isinstance(key, int | np.integer) or not 0 <= key < n:
+            raise rawcheck.CorruptFile(path["graph"], f"node key {key!r} is not a node id in "
+                                                      f"0..{n - 1}")
+        if not isinstance(nbrs, list | tuple):
+            raise rawcheck.CorruptFile(path["graph"], f"node {key}: neighbours must be a list, "
+                                                      f"got {type(nbrs).__name__}")
+        for v in nbrs:
+            if isinstance(v, bool) or not isinstance(v, int | np.integer) or not 0 <= v < n:
+                raise rawcheck.CorruptFile(path["graph"], f"node {key}: neighbour {v!r} is "
+                                                          f"not a node id in 0..{n - 1}")
+
+
+def _load_masks(path: Path, num_nodes: int) -> dict[str, np.ndarray]:
+    """The three masks of a geom-gcn split file, or CorruptFile naming it."""
+    try:
+        with np.load(path, allow_pickle=False) as z:
+            masks = {k: np.asarray(z[k]) for k in ("train_mask", "val_mask", "test_mask")}
+    except Exception as exc:  # zipfile, zlib, numpy and pickle errors of a damaged archive
+        raise rawcheck.CorruptFile(path, f"is not a valid mask archive "
+                                         f"({type(exc).__name__}: {exc})") from exc
+    for key, arr in masks.items():
+        if arr.shape != (num_nodes,):
+            raise rawcheck.CorruptFile(path, f"{key} has shape {arr.shape}, expected "
+                                             f"({num_nodes},)")
+    return masks
+
+
+def _check_geom_content(raw_dir: Path, files: tuple[str, ...], num_classes: int,
+                        num_nodes: int, sparse_features: bool) -> None:
+    """Labels, feature fields and split masks of geom-gcn files, as PyG's loaders use them
+    (Actor: comma-separated feature indices; WebKB: a dense comma-separated row)."""
+    node_path = raw_dir / files[0]
+    lines = node_path.read_text(encoding="utf-8").split("\n")[1:-1]
+    n = len(lines)
+    width = None
+    max_index = -1
+    for lineno, line in enumerate(lines, start=2):
+        _, feats, label = line.split("\t")
+        if not 0 <= int(label) < num_classes:
+            raise rawcheck.CorruptFile(node_path, f"line {lineno}: label {int(label)} outside "
+                                                  f"0..{num_classes - 1}")
+        tokens = feats.split(",")
+        if sparse_features:
+            try:
+                idx = [int(t) for t in tokens]
+            except ValueError as exc:
+                raise rawcheck.CorruptFile(node_path, f"line {lineno}: feature indices must be "
+                                                      f"integers ({exc})") from exc
+            if min(idx) < 0:
+                raise rawcheck.CorruptFile(node_path, f"line {lineno}: negative feature index "
+                                                      f"{min(idx)}")
+            max_index = max(max_index, *idx)
+        else:
+            values = np.array([float(t) for t in tokens])
+            if not bool(np.isfinite(values).all()):
+                raise rawcheck.CorruptFile(node_path, f"line {lineno}: NaN or infinite feature")
+            if width is None:
+                width = len(tokens)
+            elif len(tokens) != width:
+                raise rawcheck.CorruptFile(node_path, f"line {lineno}: {len(tokens)} features, "
+                                                      f"line 2 has {width}")
+    if sparse_features and n * (max_index + 1) > MAX_DENSE_ELEMENTS:
+        raise rawcheck.CorruptFile(node_path, f"feature index {max_index} makes a dense "
+                                              f"{n} x {max_index + 1} matrix, more than "
+                                              f"{MAX_DENSE_ELEMENTS} elements")
+    for name in files[2:]:
+        mpath = raw_dir / name
+        masks = _load_masks(mpath, num_nodes)
+        for key, m in masks.items():
+            if m.dtype.kind not in "biu" or (m.dtype.kind != "b" and not bool(
+                    ((m == 0) | (m == 1)).all())):
+                raise rawcheck.CorruptFile(mpath, f"{key} must hold 0/1 or booleans, got dtype "
+                                                  f"{m.dtype}")
+        b = {k: m.astype(bool) for k, m in masks.items()}
+        for k1, k2 in (("train_mask", "val_mask"), ("train_mask", "test_mask"),
+                       ("val_mask", "test_mask")):
+            both = b[k1] & b[k2]
+            if bool(both.any()):
+                raise rawcheck.CorruptFile(mpath, f"{k1} and {k2} overlap (node "
+                                                  f"{int(np.argmax(both))})")
 
 
 def _planetoid(pyg_name: str) -> Callable[[Path], InMemoryDataset]:

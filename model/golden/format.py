@@ -363,8 +363,10 @@ def read_vectors(path: str | os.PathLike[str], check: bool = True) -> VectorSet:
         raise VectorFormatError(f"{mpath}: missing manifest (not a vector set, or an interrupted write)")
     try:
         manifest = json.loads(mpath.read_text(encoding="utf-8"))
-    except (OSError, UnicodeDecodeError, json.JSONDecodeError) as exc:
+    except (OSError, ValueError) as exc:  # JSONDecodeError, UnicodeDecodeError, a huge int
         raise VectorFormatError(f"{mpath}: not valid JSON: {exc}") from exc
+    except RecursionError:
+        raise VectorFormatError(f"{mpath}: not valid JSON: nested too deeply") from None
     entries = _check_manifest(mpath, manifest)
     if manifest["version"] < 2:  # version 1 had no bit truncation: fill in what it implies
         entries = [{**V2_FIELDS, **e} for e in entries]
@@ -592,6 +594,12 @@ def _check_stage(
         rules.check_row_lengths(steps, bits, acc_w)
     except rules.AccumulatorOverflowError as exc:
         raise fail_m("acc_width", f"{acc_w} bits is too small: {exc}") from exc
+    # The corrected sum in_level * acc - n * z_in is computed in int64: it must not wrap.
+    corrected = (in_level * max_terms * ((1 << bits) - 1)).bit_length() + 1
+    if corrected > rules.MAX_PRODUCT_WIDTH:
+        raise fail_m("in_level", f"{in_level} makes the corrected sum {corrected} bits wide "
+                     f"(in_level * max_terms * (2**bits - 1)); at most "
+                     f"{rules.MAX_PRODUCT_WIDTH} bits are supported")
 
     # --- value ranges ---------------------------------------------------------------------
     def in_range(name: str, a: np.ndarray, lo: int, hi: int, what: str) -> None:
@@ -626,7 +634,11 @@ def _check_stage(
             f"(file 0x{int(arrays['packed_input'][r, b]):02x}, packed codes 0x{int(packed[r, b]):02x})",
         )
     exp_codes = arrays["expected_codes"].astype(np.int64)
-    packed_out = stage.packed_output(exp_codes)
+    try:  # the pad lanes' output is computed with the stage's requantization
+        packed_out = stage.packed_output(exp_codes)
+    except (ValueError, ArithmeticError) as exc:
+        raise fail("expected_packed", f"cannot compute the pad lanes' output codes: {exc}"
+                   ) from exc
     if not np.array_equal(packed_out, arrays["expected_packed"]):
         r, b = _first_diff(packed_out, arrays["expected_packed"])
         raise fail(
@@ -650,7 +662,7 @@ def _check_expected(fpath: Path, g: GoldenStage) -> None:
     """Recompute a stage with the reference and compare with its expected arrays."""
     try:
         acc, out = g.stage.compute()
-    except ValueError as exc:  # e.g. a product wider than the reference supports
+    except (ValueError, ArithmeticError) as exc:  # e.g. a product wider than supported
         raise VectorFormatError(f"{fpath}: stage {g.name!r}: reference computation failed: {exc}") from exc
     for field, want, got in (("expected_acc", acc, g.expected_acc), ("expected_codes", out, g.expected_codes)):
         if not np.array_equal(want, got):
