@@ -118,3 +118,144 @@ __all__ = [
     "t_deg0",
     "t_fill",
 ]
+
+
+# ------------------------------------------------------------------------------------------
+# Mixed-width aggregation (degree-aware mixed precision, hw/mixed_engine.py)
+#
+# Neighbour-major streaming: PE p takes rows i = p, p + P, ... in order; for row i it streams
+# every term's source row (W_k(j) words of the source's bucket, its index read once) and then
+# emits the row's O_i output words at the row's width, one slot per cycle with no per-row
+# overhead. With the same memory conditions as above:
+#
+#     rtl_cycles = max_p F_p,   S_p = sum_{i mod P = p} (I_i + O_i)
+#     F_p = T_fill(L) + S_p     PE p has a row with a term (I_i > 0)
+#           T_deg0(L) + S_p     all of PE p's rows are degree-0 (I_i = 0)
+#           T_IDLE              PE p has no rows
+#
+#     I_i = sum_{j in N(i)} W_k(j)     input words of row i (0 for a degree-0 row)
+#     O_i = ceil(F * out_bits[k(i)] / word_width)   output words of row i
+#
+# with the same T_fill(L) = 3 L + 10, T_deg0(L) = L + 10 and T_IDLE = 4 as the uniform engine
+# (descriptor, index and feature round trips; the same register stages). That is the serial
+# drain (MixedParams.overlap_drain = False: the output words are slots of the stream).
+#
+# Overlapped drain (overlap_drain = True, the default): a row's sums move to a hold bank with
+# its last word and are requantized while the next row accumulates. With A_i = max(I_i, 1) (a
+# degree-0 row is one slot) and the rows of PE p in order, r0 its first row with terms:
+#
+#     S_p = H_p + sum_{i > r0} max(A_i, O_{i-1}) + O_last
+#     H_p = A_r0                                            r0 = 0
+#           max(1 + sum_{q < r0-1} max(1, O_q) + A_r0,      memory path (walker held by the
+#               sum_{q < r0} max(1, O_q) + T_deg0 + 1 - T_fill)   leading degree-0 rows) or
+#                                                                  the hold bank, r0 > 0
+#     F_p = T_fill(L) + S_p   (a row with terms);  T_deg0(L) + 1 + sum O   (all degree-0)
+#
+# The functions take per-row arrays (lists or numpy arrays) and evaluate with numpy, so sim/
+# can apply them to whole graphs at once.
+# ------------------------------------------------------------------------------------------
+
+
+def _mixed_rows(row_in_words: Sequence[int], row_out_words: Sequence[int]):  # noqa: ANN202
+    import numpy as np
+
+    i = np.asarray(row_in_words, dtype=np.int64).reshape(-1)
+    o = np.asarray(row_out_words, dtype=np.int64).reshape(-1)
+    if i.shape != o.shape:
+        raise ValueError(f"row_in_words ({i.size} rows) and row_out_words ({o.size} rows) "
+                         "must have one entry per row")
+    if i.size and int(i.min()) < 0:
+        raise ValueError(f"row {int(np.argmin(i))} has negative input words {int(i.min())}")
+    if o.size and int(o.min()) < 1:
+        raise ValueError(f"row {int(np.argmin(o))} has {int(o.min())} output words; every row "
+                         "has at least 1")
+    return i, o
+
+
+#: Extra fill (cycles) of an overlapped-drain PE whose rows are all degree-0: a degree-0 row's
+#: (empty) sums pass through the hold bank, one register stage, before its drain starts.
+OVERLAP_DEG0_EXTRA = 1
+
+
+def _overlap_slots(i, o, latency: int) -> int:  # noqa: ANN001 - one PE's rows (numpy)
+    """``S_p`` of one PE of the overlapped-drain engine (rows in order, at least one)."""
+    import numpy as np
+
+    a = np.maximum(i, 1)
+    terms = np.flatnonzero(i > 0)
+    if terms.size == 0:
+        return int(o.sum())
+    r0 = int(terms[0])
+    tail = int(np.maximum(a[r0 + 1:], o[r0:-1]).sum()) if o.size > r0 + 1 else 0
+    if r0 == 0:
+        return int(a[0]) + tail + int(o[-1])
+    # leading degree-0 rows: the walker holds row q for max(1, O_{q-1}) cycles; the first row
+    # with terms waits for its memory round trips or for the hold bank, whichever is later
+    held = 1 + int(np.maximum(o[:r0 - 1], 1).sum())
+    via_memory = held + int(a[r0])
+    via_hold = int(np.maximum(o[:r0], 1).sum()) + t_deg0(latency) + OVERLAP_DEG0_EXTRA \
+        - t_fill(latency)
+    return max(via_memory, via_hold) + tail + int(o[-1])
+
+
+def mixed_pe_slots(row_in_words: Sequence[int], row_out_words: Sequence[int],
+                   pes: int, overlap_drain: bool = True, latency: int = 1) -> list[int]:
+    """``S_p`` (cycles) of every PE of the mixed engine: ``sum_{i mod P = p} (I_i + O_i)``, or
+    with ``overlap_drain`` the hold-bank form (see the formula above).
+
+    Args:
+        row_in_words: ``I_i``, input words streamed for row ``i`` (sum over its terms of the
+            source's words per row; 0 for a degree-0 row).
+        row_out_words: ``O_i``, output words of row ``i`` (>= 1).
+        pes: ``P``.
+        overlap_drain: the engine was elaborated with ``MixedParams.overlap_drain``.
+        latency: ``L`` (cycles); only the overlapped form's leading degree-0 rows use it.
+    """
+    import numpy as np
+
+    if pes < 1:
+        raise ValueError(f"pes must be >= 1, got {pes}")
+    i, o = _mixed_rows(row_in_words, row_out_words)
+    if overlap_drain:
+        return [_overlap_slots(i[p::pes], o[p::pes], latency) if i[p::pes].size else 0
+                for p in range(pes)]
+    pe = np.arange(i.size) % pes
+    return [int(v) for v in np.bincount(pe, weights=i + o, minlength=pes).astype(np.int64)]
+
+
+def mixed_pe_finish_cycles(row_in_words: Sequence[int], row_out_words: Sequence[int], pes: int,
+                           latency: int, overlap_drain: bool = True) -> list[int]:
+    """``F_p`` of every PE of the mixed engine (cycles from start; see the formula above)."""
+    import numpy as np
+
+    _check_latency(latency)
+    i, o = _mixed_rows(row_in_words, row_out_words)
+    slots = np.asarray(mixed_pe_slots(i, o, pes, overlap_drain, latency), dtype=np.int64)
+    pe = np.arange(i.size) % pes
+    rows = np.bincount(pe, minlength=pes)
+    terms = np.bincount(pe, weights=(i > 0), minlength=pes) > 0
+    deg0_fill = t_deg0(latency) + (OVERLAP_DEG0_EXTRA if overlap_drain else 0)
+    fill = np.where(terms, t_fill(latency), deg0_fill)
+    return [int(v) for v in np.where(rows > 0, fill + slots, T_IDLE)]
+
+
+def mixed_aggregation_cycles(row_in_words: Sequence[int], row_out_words: Sequence[int],
+                             pes: int, latency: int, overlap_drain: bool = True) -> int:
+    """``rtl_cycles`` of one mixed-width stage with ideal memory of fixed ``latency`` (cycles):
+    ``max_p F_p`` (see :func:`mixed_pe_finish_cycles`)."""
+    return max(mixed_pe_finish_cycles(row_in_words, row_out_words, pes, latency, overlap_drain))
+
+
+def mixed_ideal_cycles(row_in_words: Sequence[int], row_out_words: Sequence[int],
+                       pes: int, overlap_drain: bool = True, latency: int = 1) -> int:
+    """``max_p S_p``: one slot per cycle per PE, no fill."""
+    return max(mixed_pe_slots(row_in_words, row_out_words, pes, overlap_drain, latency))
+
+
+__all__ += [
+    "OVERLAP_DEG0_EXTRA",
+    "mixed_aggregation_cycles",
+    "mixed_ideal_cycles",
+    "mixed_pe_finish_cycles",
+    "mixed_pe_slots",
+]
