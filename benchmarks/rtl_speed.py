@@ -1,4 +1,5 @@
-"""RTL cycle counts on Cora and RTL simulation speed (Icarus, Verilator) through cocotb.
+"""RTL cycle counts on Cora and RTL simulation speed (Icarus, Verilator; driven and
+free-running benches) through cocotb.
 
 For each code width it runs one full Cora aggregation stage (2708 rows, 13264 terms with
 self-loops, 64 features; random codes by default, or a golden vector set from ``qgnn export``)
@@ -10,13 +11,22 @@ always ready), checks every output word, and records:
   engine's bound without fill) and ``ideal_balanced`` = ``W * sum_i max(n_i, 1) / P`` (perfect
   balance);
 - cycles per edge (term) and per row, and the efficiency ``ideal_balanced / rtl_cycles``;
-- simulation speed: simulated cycles per wall-clock second of the cocotb run (testbench memory
-  models in Python included; build time excluded) per simulator.
+- simulation speed per simulator and bench (also per CPU second of the simulator process,
+  which cocotb shares, a figure less sensitive to other jobs on a shared machine), as ``qgnn verify --json`` reports it
+  (``sim_cycles_per_s``): simulated cycles per wall-clock second of the simulation alone (from
+  ``start`` to ``done``; build, memory-image preparation and the Python word comparison
+  excluded). ``driven``: the Python memory models of hw/cocotb_bench.py answer every request
+  through cocotb, one step per cycle; ``freerun``: memories, latency and stalls in the Verilog
+  harness of hw/freerun.py, cocotb only starts the run and reads the output memory once.
+  Both benches run in the same invocation, one after the other, on the same stage. The
+  free-running bench runs the stage ``--repeat`` times on its one build (each run checked in
+  full, all required to agree) and reports the shortest; the driven bench runs once.
 
 Usage::
 
-    python benchmarks/rtl_speed.py [--bits 2 4 8] [--simulators icarus verilator] [--pes 4]
-        [--latency 1] [--vectors BITS=DIR ...] [--data-root DIR] [--out FILE]
+    python benchmarks/rtl_speed.py [--bits 2 4 8] [--simulators icarus verilator]
+        [--benches driven freerun] [--pes 4] [--latency 1] [--vectors BITS=DIR ...]
+        [--data-root DIR] [--out FILE]
 
 Exit status 0 when every run matched (words and cycles), 1 otherwise.
 """
@@ -25,6 +35,7 @@ from __future__ import annotations
 
 import argparse
 import datetime as _dt
+import os
 import platform
 import sys
 from pathlib import Path
@@ -47,27 +58,31 @@ def _row_lengths(stage: Any) -> list[int]:
 
 
 def run_one(bits: int, simulator: str, pes: int, latency: int, vectors: str | None,
-            data_root: str | None) -> dict:
+            data_root: str | None, bench: str = "freerun", repeat: int = 1) -> dict:
     if vectors:
         from qgnn.model.golden.format import read_vectors
 
         vs = read_vectors(vectors, check=False)
         stage = vs.stages[0].stage
-        rep = verify_vectors(vectors, simulator=simulator, pes=pes, latency=latency)
+        rep = verify_vectors(vectors, simulator=simulator, pes=pes, latency=latency,
+                             bench=bench, repeat=repeat if bench == "freerun" else 1)
         source = f"golden vectors {vectors} (stage {stage.name})"
     else:
         from qgnn.hw.stages import cora_stage
 
         stage = cora_stage(bits, root=data_root)
-        rep = verify_stages([stage], simulator=simulator, pes=pes, latency=latency)
+        rep = verify_stages([stage], simulator=simulator, pes=pes, latency=latency,
+                            bench=bench, repeat=repeat if bench == "freerun" else 1)
         source = "Cora graph + self-loops, random codes (hw.stages.cora_stage)"
+    d = rep.to_dict()
     s = rep.stages[0]
     lengths = _row_lengths(stage)
     W = stage.words_per_row
     slots = sum(W * max(n, 1) for n in lengths)
     balanced = slots / pes
     return {
-        "bits": bits, "simulator": simulator, "pes": pes, "latency": latency, "source": source,
+        "bits": bits, "simulator": simulator, "bench": bench, "pes": pes, "latency": latency,
+        "source": source,
         "num_nodes": s.num_nodes, "num_terms": s.num_terms, "words_per_row": W,
         "mismatches": s.mismatches, "outputs_checked": s.outputs_checked,
         "rtl_cycles": s.rtl_cycles, "contract_cycles": s.expected_cycles,
@@ -76,22 +91,36 @@ def run_one(bits: int, simulator: str, pes: int, latency: int, vectors: str | No
         "cycles_per_row": s.rtl_cycles / s.num_nodes,
         "ideal_cycles_per_edge": balanced / s.num_terms,
         "efficiency": balanced / s.rtl_cycles,
-        "sim_wall_s": s.wall_s, "sim_cycles_per_s": s.rtl_cycles / s.wall_s,
+        "sim_wall_s": s.wall_s, "sim_cycles_per_s": d["sim_cycles_per_s"],
+        "sim_cpu_s": d["sim_cpu_s"], "sim_cycles_per_cpu_s": d["sim_cycles_per_cpu_s"],
         "build_s": rep.build_s,
-        "ok": s.mismatches == 0 and s.cycles_ok,
+        "repeats": s.repeats, "sim_wall_s_runs": s.wall_s_runs,
+        "ok": rep.ok,
     }
 
 
 def markdown(rows: list[dict]) -> str:
-    out = ["| bits | W | sim | rtl cycles | contract | ideal (max S_p) | ideal (balanced) | "
-           "cycles/edge | cycles/row | efficiency | sim cycles/s |",
-           "|---|---|---|---|---|---|---|---|---|---|---|"]
+    out = ["| bits | W | sim | bench | rtl cycles | contract | ideal (max S_p) | "
+           "ideal (balanced) | cycles/edge | cycles/row | efficiency | sim cycles/s | "
+           "sim cycles/CPU-s | build s |",
+           "|---|---|---|---|---|---|---|---|---|---|---|---|---|---|"]
     for r in rows:
         out.append(
-            f"| INT{r['bits']} | {r['words_per_row']} | {r['simulator']} | {r['rtl_cycles']} | "
-            f"{r['contract_cycles']} | {r['ideal_max']} | {r['ideal_balanced']:.0f} | "
-            f"{r['cycles_per_edge']:.3f} | {r['cycles_per_row']:.2f} | "
-            f"{100 * r['efficiency']:.1f}% | {r['sim_cycles_per_s']:.0f} |")
+            f"| INT{r['bits']} | {r['words_per_row']} | {r['simulator']} | {r['bench']} | "
+            f"{r['rtl_cycles']} | {r['contract_cycles']} | {r['ideal_max']} | "
+            f"{r['ideal_balanced']:.0f} | {r['cycles_per_edge']:.3f} | "
+            f"{r['cycles_per_row']:.2f} | {100 * r['efficiency']:.1f}% | "
+            f"{r['sim_cycles_per_s']:.0f} | {r['sim_cycles_per_cpu_s'] or 0:.0f} | "
+            f"{r['build_s']:.1f} |")
+    speed = {(r["bits"], r["simulator"], r["bench"]): r["sim_cycles_per_s"] for r in rows}
+    pairs = sorted({(b, sim) for b, sim, _ in speed})
+    if any((b, sim, "driven") in speed and (b, sim, "freerun") in speed for b, sim in pairs):
+        out += ["", "| bits | sim | driven cycles/s | freerun cycles/s | speed-up |",
+                "|---|---|---|---|---|"]
+        for b, sim in pairs:
+            old, new = speed.get((b, sim, "driven")), speed.get((b, sim, "freerun"))
+            if old and new:
+                out.append(f"| INT{b} | {sim} | {old:.0f} | {new:.0f} | {new / old:.1f}x |")
     return "\n".join(out) + "\n"
 
 
@@ -100,6 +129,11 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--bits", type=int, nargs="+", default=[2, 4, 8], choices=[2, 4, 8])
     ap.add_argument("--simulators", nargs="+", default=["icarus", "verilator"],
                     choices=["icarus", "verilator"])
+    ap.add_argument("--benches", nargs="+", default=["driven", "freerun"],
+                    choices=["driven", "freerun"])
+    ap.add_argument("--repeat", type=int, default=5,
+                    help="free-running bench: runs per stage on one build, each checked; the "
+                         "speed uses the shortest (the driven bench runs once)")
     ap.add_argument("--pes", type=int, default=4)
     ap.add_argument("--latency", type=int, default=1)
     ap.add_argument("--vectors", nargs="*", default=[], metavar="BITS=DIR",
@@ -114,11 +148,14 @@ def main(argv: list[str] | None = None) -> int:
     rows = []
     for bits in args.bits:
         for sim in args.simulators:
-            r = run_one(bits, sim, args.pes, args.latency, vec.get(bits), args.data_root)
-            print(f"INT{bits} {sim}: {r['rtl_cycles']} cycles (contract {r['contract_cycles']}, "
-                  f"ideal {r['ideal_balanced']:.0f}), {r['mismatches']} mismatches, "
-                  f"{r['sim_cycles_per_s']:.0f} cycles/s", flush=True)
-            rows.append(r)
+            for bench in args.benches:
+                r = run_one(bits, sim, args.pes, args.latency, vec.get(bits), args.data_root,
+                            bench, args.repeat)
+                print(f"INT{bits} {sim} {bench}: {r['rtl_cycles']} cycles (contract "
+                      f"{r['contract_cycles']}, ideal {r['ideal_balanced']:.0f}), "
+                      f"{r['mismatches']} mismatches, {r['sim_cycles_per_s']:.0f} cycles/s, "
+                      f"build {r['build_s']:.1f} s", flush=True)
+                rows.append(r)
     table = markdown(rows)
     print(table)
     out = Path(args.out)
@@ -126,7 +163,8 @@ def main(argv: list[str] | None = None) -> int:
         "benchmark": "rtl_speed",
         "command": "python benchmarks/rtl_speed.py " + " ".join(argv or sys.argv[1:]),
         "date": _dt.datetime.now(_dt.UTC).isoformat(timespec="seconds"),
-        "machine": {"python": platform.python_version(), "platform": platform.platform()},
+        "machine": {"python": platform.python_version(), "platform": platform.platform(),
+                    "cpus": os.cpu_count(), "loadavg_1min": round(os.getloadavg()[0], 2)},
         "results": rows,
     })
     write_text_atomic(out.with_suffix(".md"), table)

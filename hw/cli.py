@@ -21,6 +21,16 @@ def _int_at_least(lo: int) -> Any:
     return conv
 
 
+def _probability(text: str) -> float:
+    try:
+        value = float(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"expected a number, got {text!r}") from None
+    if not 0.0 <= value < 1.0:
+        raise argparse.ArgumentTypeError(f"must be in [0, 1), got {value}")
+    return value
+
+
 def _add_engine_args(p: argparse.ArgumentParser, pes_default: int) -> None:
     p.add_argument("--word-width", type=_int_at_least(8), default=64,
                    help="memory word width in bits (default: %(default)s)")
@@ -59,7 +69,7 @@ def _label(prm: EngineParams) -> str:
 def register(sub: Any) -> None:
     """Add ``hw`` (with ``export`` and ``synth``) and ``verify`` to the ``qgnn`` subcommands."""
     from .synth import FLOWS
-    from .verify import SIMULATORS
+    from .verify import BENCHES, SIMULATORS
 
     hw = sub.add_parser(
         "hw", help="hardware: export the aggregation engine as Verilog, synthesize it",
@@ -100,9 +110,11 @@ def register(sub: Any) -> None:
         "verify", help="run golden vectors on the RTL (Icarus or Verilator)",
         description="Build the engine sized for the vector set (the bit-truncated INT2 "
                     "datapath for BT/BT* stages, chosen automatically), run every stage on the "
-                    "HDL simulator through cocotb with ideal memory, and compare every output "
-                    "word and the cycle count with the timing contract. Exit status 0 when all "
-                    "match, 1 otherwise.",
+                    "HDL simulator through cocotb with ideal memory (or random stalls), and "
+                    "compare every output word and the cycle count with the timing contract. "
+                    "The default free-running bench keeps memories, latency and stalls in a "
+                    "Verilog harness; --bench driven answers every request from Python. Exit "
+                    "status 0 when all match, 1 otherwise.",
         allow_abbrev=False)
     p.add_argument("--vectors", required=True, metavar="DIR", help="golden vector set")
     p.add_argument("--simulator", choices=SIMULATORS, default="icarus",
@@ -114,6 +126,20 @@ def register(sub: Any) -> None:
                    help="processing elements P (default: %(default)s)")
     p.add_argument("--latency", type=_int_at_least(1), default=1,
                    help="memory latency in cycles (default: %(default)s)")
+    p.add_argument("--bench", choices=BENCHES, default="freerun",
+                   help="testbench: freerun (memories and stalls in the HDL harness; fast) or "
+                        "driven (Python memory models through cocotb, one step per cycle) "
+                        "(default: %(default)s)")
+    p.add_argument("--stalls", type=_probability, default=0.0, metavar="P",
+                   help="probability of a stall on every request, response and output "
+                        "handshake per cycle; with P > 0 the cycles must be at least the "
+                        "contract instead of equal to it (default: %(default)s)")
+    p.add_argument("--seed", type=_int_at_least(0), default=1,
+                   help="seed of the stall generators (default: %(default)s)")
+    p.add_argument("--repeat", type=_int_at_least(1), default=1,
+                   help="free-running bench: run every stage N times on one build, each run "
+                        "checked, all required to agree; sim_cycles_per_s uses the shortest "
+                        "(default: %(default)s)")
     p.add_argument("--work-dir", metavar="DIR", default=None,
                    help="keep the build, logs and waveforms here (default: a temporary "
                         "directory, removed unless --waves)")
@@ -168,8 +194,14 @@ def cmd_verify(args: argparse.Namespace) -> int:
 
     if args.json is not None:
         check_writable_target(args.json)
+    if args.seed >= 1 << 32:
+        from qgnn.core.errors import CLIError
+
+        raise CLIError(f"--seed must be < 2**32, got {args.seed}")
     rep = verify_vectors(args.vectors, simulator=args.simulator, pes=args.pes,
-                         latency=args.latency, waves=args.waves, work_dir=args.work_dir)
+                         latency=args.latency, waves=args.waves, work_dir=args.work_dir,
+                         bench=args.bench, stalls=args.stalls, seed=args.seed,
+                         repeat=args.repeat)
     d = rep.to_dict()
     d["command"] = getattr(args, "command_line", None)
     for design in rep.designs:
@@ -183,10 +215,14 @@ def cmd_verify(args: argparse.Namespace) -> int:
                  f"; first mismatch node {fm.node} word {fm.word} lane {fm.lane} "
                  f"(feature {fm.feature})")
         print(f"{s.name}{' [BT]' if s.truncated else ''}: {s.mismatches} mismatches in {s.outputs_checked} words; "
-              f"rtl_cycles {s.rtl_cycles} (contract {s.expected_cycles}, ideal "
-              f"{s.ideal_cycles}){' OVERFLOW' if s.overflow else ''}{where}")
+              f"rtl_cycles {s.rtl_cycles} ({'>= ' if s.stalled else ''}contract "
+              f"{s.expected_cycles}, ideal {s.ideal_cycles})"
+              f"{' OVERFLOW' if s.overflow else ''}"
+              f"{' MEMORY-MODEL ERROR' if s.mem_error else ''}"
+              f"{'' if s.completed else ' TIMEOUT'}{where}")
     print(f"{'OK' if rep.ok else 'FAIL'}: {rep.mismatches} mismatches, {rep.outputs_checked} "
-          f"words checked, {rep.rtl_cycles} cycles on {rep.simulator}"
+          f"words checked, {rep.rtl_cycles} cycles on {rep.simulator} ({rep.bench} bench"
+          + (f", stalls {rep.stalls}, seed {rep.seed}" if rep.stalls else "") + ")"
           + (f" ({d['sim_cycles_per_s']} cycles/s)" if d["sim_cycles_per_s"] else "")
           + (f"; waves: {rep.waves}" if rep.waves else ""), flush=True)
     if args.json is not None:

@@ -2,8 +2,9 @@
 
 Reads its configuration from the JSON file named by ``$QGNN_HW_BENCH_CONFIG`` (vector-set
 directory, engine parameters, memory latency, result path and optionally ``stages``, the
-indices of the stages this engine runs), runs every (selected) stage once with ideal memory
-and writes the per-stage results as JSON. Mismatches are reported, not raised: the
+indices of the stages this engine runs; ``p_req``, ``p_resp``, ``p_out`` stall probabilities
+and ``seed``, default 0: ideal memory), runs every (selected) stage once and writes the
+per-stage results as JSON. Mismatches are reported, not raised: the
 caller decides.
 """
 
@@ -41,6 +42,9 @@ async def verify_vector_set(dut: object) -> None:
     cfg = load_config()
     prm = params_from_config(cfg)
     latency = int(cfg["latency"])
+    probs = {f"{k}_stall": float(cfg.get(k, 0.0)) for k in ("p_req", "p_resp", "p_out")}
+    stalled = any(v > 0 for v in probs.values())
+    seed = int(cfg.get("seed", 0))
     vs = read_vectors(cfg["vectors"], check=False)
     bench = EngineBench(dut, prm)
     reports = []
@@ -49,8 +53,10 @@ async def verify_vector_set(dut: object) -> None:
         img = memory_image(g, prm)
         await bench.reset()
         t0 = time.perf_counter()
-        run = await bench.run(img, latency=latency)
+        c0 = time.process_time()
+        run = await bench.run(img, latency=latency, seed=seed, **probs)
         wall = time.perf_counter() - t0
+        cpu = time.process_time() - c0
         bad, _ = check_run(run, img)
         mm = first_mismatch(img.expected, run.outputs, img.words_per_row, prm.bits, prm.lanes)
         reports.append({
@@ -69,5 +75,11 @@ async def verify_vector_set(dut: object) -> None:
             "ideal_cycles": ideal_cycles(img.row_lengths, img.words_per_row, prm.pes),
             "overflow": run.overflow,
             "wall_s": wall,
+            "cpu_s": cpu,
+            "bench": "driven",
+            "stalled": stalled,
+            "seed": seed,
+            "writes": run.writes,
+            "completed": run.completed,
         })
     Path(cfg["result"]).write_text(json.dumps({"stages": reports}, indent=1), encoding="utf-8")

@@ -9,6 +9,7 @@ locations are not emitted, so the same parameters always give the same bytes.
 
 from __future__ import annotations
 
+import functools
 import json
 import os
 import shutil
@@ -70,7 +71,16 @@ def header(params: EngineParams) -> str:
 
 
 def generate_verilog(params: EngineParams) -> str:
-    """Verilog text of the engine for ``params`` (module ``qgnn_agg_engine``)."""
+    """Verilog text of the engine for ``params`` (module ``qgnn_agg_engine``).
+
+    The export is deterministic, so the text is memoised per ``params`` within a process
+    (repeated builds of one engine, e.g. by ``qgnn verify`` in a test session, elaborate and
+    run Yosys once)."""
+    return _generate_verilog(params)
+
+
+@functools.lru_cache(maxsize=32)
+def _generate_verilog(params: EngineParams) -> str:
     from amaranth.back import verilog
 
     from .engine import AggregationEngine

@@ -1,9 +1,12 @@
 """Run golden vector sets on the exported RTL (Icarus Verilog or Verilator, through cocotb).
 
 :func:`verify_vectors` (``qgnn verify --vectors DIR``) exports the engine sized for the vector
-set, builds it with ``cocotb_tools.runner`` and runs :mod:`hw.cocotb_verify` in the simulator:
-every stage once, memories of fixed ``latency`` that never stall, outputs always ready. It
-compares every output word with the set's ``expected_packed`` and the measured cycles with
+set, builds it with ``cocotb_tools.runner`` and runs every stage once: memories of fixed
+``latency`` that never stall (or, with ``stalls``, stall at random from ``seed``), outputs
+always ready. The default bench is the free-running one (:mod:`hw.freerun`: memories, latency
+and stalls in a Verilog harness, cocotb module :mod:`hw.cocotb_freerun`); ``bench="driven"``
+runs :mod:`hw.cocotb_verify`, whose Python memory models answer every request through cocotb.
+It compares every output word with the set's ``expected_packed`` and the measured cycles with
 :func:`qgnn.core.timing.aggregation_cycles`, and returns a :class:`VerifyReport`.
 
 The engine is chosen per stage: plain stages run on the plain datapath, bit-truncated (BT/BT*)
@@ -35,6 +38,8 @@ from .export import export_verilog
 from .params import TOP_NAME, EngineParams
 
 SIMULATORS = ("icarus", "verilator")
+#: Testbenches of :func:`verify_vectors`: the HDL free-running harness and the Python-driven one.
+BENCHES = ("freerun", "driven")
 #: Environment variable through which the cocotb module receives its run configuration.
 CONFIG_ENV = "QGNN_HW_BENCH_CONFIG"
 
@@ -74,10 +79,36 @@ class StageReport:
     overflow: bool
     wall_s: float
     truncated: bool = False
+    bench: str = "driven"
+    stalled: bool = False
+    seed: int = 0
+    writes: int | None = None
+    mem_error: bool = False
+    completed: bool = True
+    repeats: int = 1
+    consistent: bool = True
+    wall_s_runs: list[float] | None = None
+    cpu_s: float | None = None
 
     @property
     def cycles_ok(self) -> bool:
+        """Without stalls the measured cycles equal the contract (and the engine's ``cycles``
+        register); with random stalls they are at least the contract."""
+        if self.stalled:
+            return self.rtl_cycles == self.dut_cycles and self.rtl_cycles >= self.expected_cycles
         return self.rtl_cycles == self.expected_cycles == self.dut_cycles
+
+    @property
+    def ok(self) -> bool:
+        """Every word equal, cycles as :attr:`cycles_ok`, no overflow, no memory-model error,
+        the run completed."""
+        return (self.mismatches == 0 and self.cycles_ok and not self.overflow
+                and not self.mem_error and self.completed and self.consistent)
+
+    @property
+    def sim_cycles_per_s(self) -> float | None:
+        """Simulated cycles per second of simulation alone (build and compare excluded)."""
+        return self.rtl_cycles / self.wall_s if self.wall_s > 0 else None
 
 
 @dataclass
@@ -92,6 +123,9 @@ class VerifyReport:
     latency: int
     params: dict
     stages: list[StageReport]
+    bench: str = "freerun"
+    stalls: float = 0.0
+    seed: int = 1
     vectors: str = ""
     waves: str | None = None
     build_s: float = 0.0
@@ -112,8 +146,9 @@ class VerifyReport:
 
     @property
     def ok(self) -> bool:
-        """Every word equal, no overflow, and every stage's cycles equal the contract."""
-        return all(s.mismatches == 0 and s.cycles_ok and not s.overflow for s in self.stages)
+        """Every word equal, no overflow, and every stage's cycles equal the contract (at least
+        the contract with stalls); see :attr:`StageReport.ok`."""
+        return all(s.ok for s in self.stages)
 
     def first_mismatch(self) -> tuple[str, Mismatch] | None:
         for s in self.stages:
@@ -124,6 +159,8 @@ class VerifyReport:
     def to_dict(self) -> dict:
         first = self.first_mismatch()
         sim_s = sum(s.wall_s for s in self.stages)
+        cpus = [s.cpu_s for s in self.stages]
+        cpu_s = sum(cpus) if all(c is not None for c in cpus) else None
         return {
             "ok": self.ok,
             "mismatches": self.mismatches,
@@ -132,19 +169,26 @@ class VerifyReport:
             "expected_cycles": sum(s.expected_cycles for s in self.stages),
             "first_mismatch": None if first is None else {"stage": first[0], **asdict(first[1])},
             "simulator": self.simulator,
+            "bench": self.bench,
+            "stalls": self.stalls,
+            "seed": self.seed,
             "latency": self.latency,
             "vectors": self.vectors,
             "waves": self.waves,
             "build_s": round(self.build_s, 3),
             "sim_s": round(sim_s, 3),
             "sim_cycles_per_s": round(self.rtl_cycles / sim_s, 1) if sim_s > 0 else None,
+            "sim_cpu_s": None if cpu_s is None else round(cpu_s, 3),
+            "sim_cycles_per_cpu_s": (round(self.rtl_cycles / cpu_s, 1) if cpu_s else None),
             "params": self.params,
             "truncated": any(s.truncated for s in self.stages),
             "designs": self.designs,
             "stages": [
                 {**{k: v for k, v in asdict(s).items() if k != "first_mismatch"},
                  "first_mismatch": None if s.first_mismatch is None else asdict(s.first_mismatch),
-                 "cycles_ok": s.cycles_ok}
+                 "cycles_ok": s.cycles_ok,
+                 "sim_cycles_per_s": (None if s.sim_cycles_per_s is None
+                                      else round(s.sim_cycles_per_s, 1))}
                 for s in self.stages
             ],
             **self.extra,
@@ -202,10 +246,38 @@ def _sim_environment(simulator: str) -> Iterator[None]:
                 os.environ[k] = v
 
 
+def _lean_verilator_runner() -> Any:
+    """A ``cocotb_tools.runner`` Verilator runner that builds without ``--public-flat-rw``.
+
+    The stock runner makes every signal of the design public and writable through VPI, which
+    keeps Verilator from optimising the model; the free-running harness marks only its own
+    ports ``public_flat_rw`` (all that its cocotb module touches)."""
+    from cocotb_tools.runner import Verilator
+
+    from .vlcache import MAKE_ARGS, runtime_key
+
+    class LeanVerilator(Verilator):
+        def _build_command(self) -> list:
+            cmds = super()._build_command()
+            key = runtime_key(os.environ.get("VERILATOR_ROOT", ""))
+            bdir = str(self.build_dir)
+            helper = [sys.executable, "-m", "qgnn.hw.vlcache"]
+            verilate = [a for a in cmds[0] if a != "--public-flat-rw"]
+            make = [*cmds[1], *MAKE_ARGS]
+            return [verilate, [*helper, "prepare", bdir, key], make,
+                    [*helper, "store", bdir, key], *cmds[2:]]
+
+    return LeanVerilator()
+
+
 def build_rtl(params: EngineParams, build_dir: str | os.PathLike[str], simulator: str = "icarus",
-              waves: bool = False, quiet: bool = False) -> Any:
+              waves: bool = False, quiet: bool = False, harness: Any = None) -> Any:
     """Export the engine for ``params`` into ``build_dir/rtl`` and build it for ``simulator``
     (``quiet``: compiler output to ``build_dir/<simulator>.build.log``).
+
+    ``harness`` (a :class:`hw.freerun.HarnessShape`): also write the free-running harness with
+    memories of that shape and build it as the toplevel (``qgnn_freerun``); ``None`` builds the
+    engine alone (``qgnn_agg_engine``, for the Python-driven bench).
 
     Returns the ``cocotb_tools.runner`` runner, ready for :func:`run_cocotb`.
     """
@@ -213,18 +285,33 @@ def build_rtl(params: EngineParams, build_dir: str | os.PathLike[str], simulator
 
     bdir = Path(build_dir)
     paths = export_verilog(params, bdir / "rtl")
+    sources = [paths["verilog"]]
+    top = TOP_NAME
+    if harness is not None:
+        from .freerun import HARNESS_NAME, write_harness
+
+        sources.append(write_harness(params, harness, bdir / "rtl",
+                                     hdl_clock=simulator == "icarus"))
+        top = HARNESS_NAME
     with _sim_environment(simulator):
-        runner = get_runner(simulator)
         build_args: list[str] = []
         if simulator == "verilator":
             build_args = ["-Wno-fatal", "-Wno-WIDTHEXPAND", "-Wno-WIDTHTRUNC", "-O3"]
             if waves:
                 build_args.append("--trace-structs")
+        if simulator == "verilator" and harness is not None:
+            runner = _lean_verilator_runner()
+            build_args += ["-Wno-lint", "-Wno-style", "--x-assign", "fast", "--x-initial",
+                           "fast", "--noassert"]
+        else:
+            runner = get_runner(simulator)
         runner.build(
-            sources=[paths["verilog"]], hdl_toplevel=TOP_NAME, build_dir=bdir / simulator,
+            sources=sources, hdl_toplevel=top, build_dir=bdir / simulator,
             always=True, waves=waves, build_args=build_args, timescale=("1ns", "1ps"),
             log_file=(bdir / f"{simulator}.build.log") if quiet else None,
         )
+    runner.qgnn_toplevel = top
+    runner.qgnn_hdl_clock = harness is not None and simulator == "icarus"
     return runner
 
 
@@ -245,7 +332,8 @@ def run_cocotb(runner: Any, simulator: str, test_module: str, config: dict,
     try:
         with _sim_environment(simulator):
             return runner.test(
-                test_module=test_module, hdl_toplevel=TOP_NAME, testcase=testcase,
+                test_module=test_module,
+                hdl_toplevel=getattr(runner, "qgnn_toplevel", TOP_NAME), testcase=testcase,
                 build_dir=runner.build_dir, test_dir=wdir, waves=waves,
                 extra_env={CONFIG_ENV: str(cfg_path)},
                 results_xml=str((wdir / f"{test_module}.results.xml").resolve()),
@@ -313,8 +401,22 @@ def design_groups(stages: Sequence[Any], pes: int = 4, max_latency: int = 8
 def verify_vectors(vectors: str | os.PathLike[str], simulator: str = "icarus", pes: int = 4,
                    latency: int = 1, waves: bool = False,
                    work_dir: str | os.PathLike[str] | None = None,
-                   params: EngineParams | None = None) -> VerifyReport:
+                   params: EngineParams | None = None, bench: str = "freerun",
+                   stalls: float = 0.0, seed: int = 1,
+                   max_cycles: int | None = None, repeat: int = 1) -> VerifyReport:
     """Verify the golden vector set in directory ``vectors`` on the RTL (see module docstring).
+
+    ``bench``: ``"freerun"`` (default; memories, latency and stalls in the HDL harness of
+    :mod:`hw.freerun`, cocotb only starts the run and reads the result) or ``"driven"`` (the
+    Python memory models of :mod:`hw.cocotb_bench`, one cocotb step per cycle). ``stalls``:
+    probability (``0 <= p < 1``) of a stall on every request, response and output handshake in
+    a cycle, drawn from ``seed``; with ``stalls > 0`` the cycles must be at least the contract
+    instead of equal to it. ``seed`` is the 32-bit seed of the stall generators.
+    ``max_cycles`` (free-running bench): cycles after which a run is stopped and reported as
+    not completed (default: :func:`hw.cocotb_freerun.timeout_cycles` of the contract).
+    ``repeat`` (free-running bench): run every stage that many times on the one build, each run
+    checked in full and all runs required to agree; ``wall_s`` (and so ``sim_cycles_per_s``)
+    is the shortest run, a steadier speed figure on a shared machine.
 
     ``latency`` is the memory latency (cycles, >= 1); the engine is built with ``max_latency >=
     latency`` so the timing contract applies. The engine is sized for the set and is the
@@ -329,6 +431,16 @@ def verify_vectors(vectors: str | os.PathLike[str], simulator: str = "icarus", p
 
     if latency < 1:
         raise ValueError(f"latency must be >= 1 cycle, got {latency}")
+    if bench not in BENCHES:
+        raise ValueError(f"bench {bench!r} not supported; allowed: {BENCHES}")
+    if not 0.0 <= stalls < 1.0:
+        raise ValueError(f"stalls must be a probability in [0, 1), got {stalls}")
+    if not isinstance(repeat, int) or repeat < 1:
+        raise ValueError(f"repeat must be an integer >= 1, got {repeat!r}")
+    if repeat > 1 and bench != "freerun":
+        raise ValueError("repeat > 1 needs the free-running bench (bench = 'freerun')")
+    if bench == "freerun" and latency >= 256:
+        raise ValueError(f"latency {latency} does not fit the free-running harness (1..255)")
     vs = read_vectors(vectors, check=False)
     if params is not None:
         for g in vs.stages:
@@ -351,17 +463,31 @@ def verify_vectors(vectors: str | os.PathLike[str], simulator: str = "icarus", p
         for prm, idx in groups:
             gdir = wdir if len(groups) == 1 else wdir / ("bt" if prm.truncated else "plain")
             t0 = time.perf_counter()
-            runner = build_rtl(prm, gdir, simulator, waves, quiet=True)
+            shape = None
+            module = "qgnn.hw.cocotb_verify"
+            if bench == "freerun":
+                from .freerun import HarnessShape
+
+                shape = HarnessShape.for_stages([vs.stages[k] for k in idx])
+                module = "qgnn.hw.cocotb_freerun"
+            runner = build_rtl(prm, gdir, simulator, waves, quiet=True, harness=shape)
             build_s += time.perf_counter() - t0
             result_path = gdir / "verify_result.json"
             config = {"vectors": str(Path(vectors).resolve()), "params": prm.to_dict(),
-                      "latency": latency, "result": str(result_path), "stages": idx}
+                      "latency": latency, "result": str(result_path), "stages": idx,
+                      "p_req": stalls, "p_resp": stalls, "p_out": stalls, "seed": seed}
+            if shape is not None:
+                config["shape"] = shape.to_dict()
+                config["hdl_clock"] = bool(getattr(runner, "qgnn_hdl_clock", False))
+                if max_cycles is not None:
+                    config["max_cycles"] = int(max_cycles)
+                config["repeat"] = int(repeat)
             if result_path.exists():
                 result_path.unlink()
             log = gdir / "run" / "sim.log"
             (gdir / "run").mkdir(parents=True, exist_ok=True)
             try:
-                run_cocotb(runner, simulator, "qgnn.hw.cocotb_verify", config, gdir / "run",
+                run_cocotb(runner, simulator, module, config, gdir / "run",
                            waves=waves, log_file=log)
             except (RuntimeError, SystemExit) as exc:
                 raise RuntimeError(f"the {simulator} simulation failed ({exc}); log: {log}"
@@ -379,12 +505,13 @@ def verify_vectors(vectors: str | os.PathLike[str], simulator: str = "icarus", p
             designs.append({"truncated": prm.truncated, "params": prm.to_dict(),
                             "stages": [vs.stages[k].name for k in idx]})
             if waves and wave_path is None:
-                name = f"{TOP_NAME}.fst" if simulator == "icarus" else "dump.vcd"
+                top = getattr(runner, "qgnn_toplevel", TOP_NAME)
+                name = f"{top}.fst" if simulator == "icarus" else "dump.vcd"
                 cands = [p for p in (gdir / "run" / name, gdir / simulator / name)
                          if p.is_file()]
                 wave_path = str(cands[0]) if cands else None
-        report = VerifyReport(simulator=simulator, latency=latency,
-                              params=groups[0][0].to_dict(),
+        report = VerifyReport(simulator=simulator, latency=latency, bench=bench,
+                              stalls=stalls, seed=seed, params=groups[0][0].to_dict(),
                               stages=[reports[k] for k in range(len(vs.stages))],
                               vectors=str(vectors), waves=wave_path, build_s=build_s,
                               designs=designs)
@@ -424,6 +551,7 @@ def first_mismatch(expected: Sequence[int], outputs: dict[int, int], words_per_r
 
 
 __all__ = [
+    "BENCHES",
     "CONFIG_ENV",
     "SIMULATORS",
     "Mismatch",

@@ -4,7 +4,8 @@ through cocotb_tools.runner with the testbench module ``hw_tb_engine``:
 - random BT stages (zero points 0 and 255, skewed thresholds, a threshold of 256, degree-0 rows,
   several words per row with pad lanes): exact words and cycles equal to qgnn.core.timing with ideal
   memory; random valid/ready stalls on every port with a reset in mid-stream;
-- Cora's real CSR (A + I: 2708 rows, 13264 terms) with random 2-bit codes for 16 features.
+- Cora's real CSR (A + I: 2708 rows, 13264 terms) with random 2-bit codes for 16 features, on
+  the free-running bench (hw/freerun.py), as `qgnn verify` runs whole stages.
 """
 
 from __future__ import annotations
@@ -102,10 +103,16 @@ def test_cora_bt_icarus(tmp_path: Path, data_root: str) -> None:
     assert stage.corrected_width == 17
     _, out = stage.compute()
     assert set(np.unique(out)) == {0, 1, 2, 3}
-    (r,) = run_bt_tb(tmp_path, [stage], pes=4, latency=2, testcase="exact_words_and_cycles")
-    assert (r["num_nodes"], r["num_terms"], r["words_per_row"]) == (2708, 13264, 1)
-    assert r["mismatches"] == 0
-    assert r["rtl_cycles"] == r["expected_cycles"] == aggregation_cycles(
+    from qgnn.hw.verify import verify_stages
+
+    rep = verify_stages([stage], pes=4, latency=2, bench="freerun")
+    assert rep.designs[0]["truncated"] is True and rep.ok
+    (r,) = rep.stages
+    assert (r.num_nodes, r.num_terms, r.words_per_row) == (2708, 13264, 1)
+    assert r.truncated and r.bench == "freerun"
+    assert r.mismatches == 0 and r.writes == 2708
+    assert not r.overflow and not r.mem_error
+    assert r.rtl_cycles == r.dut_cycles == r.expected_cycles == aggregation_cycles(
         stage.row_lengths, 1, 4, 2)
 
 
@@ -121,11 +128,12 @@ def test_trained_cora_bt_star_model_verifies(tmp_path: Path, data_root: str,
                  "--quiet", "--out", str(vec)]) == 0
     capsys.readouterr()
     report = tmp_path / "verify.json"
-    assert main(["verify", "--vectors", str(vec), "--json", str(report)]) == 0
+    assert main(["verify", "--vectors", str(vec), "--json", str(report)]) == 0  # freerun
     out = capsys.readouterr().out
     assert "[BT]" in out and "0 mismatches" in out
     res = json.loads(report.read_text())
     assert res["ok"] and res["truncated"] and res["mismatches"] == 0
+    assert res["bench"] == "freerun"
     (st,) = res["stages"]
     assert st["name"] == "layer1.aggregate" and st["truncated"]
     assert st["outputs_checked"] == 2708  # one 64-bit word of 7 codes per row

@@ -48,6 +48,8 @@ def test_export_is_deterministic_and_path_free(tmp_path: Path, capsys) -> None:
      "truncated = True needs bits = 2"),
     (["hw", "synth", "--bits", "2", "8", "--truncated"], "truncated = True needs bits = 2"),
     (["verify", "--vectors", "/nonexistent/vectors"], "not a directory"),
+    (["verify", "--vectors", "x", "--stalls", "1"], "--stalls: must be in [0, 1)"),
+    (["verify", "--vectors", "x", "--bench", "fast"], "invalid choice: 'fast'"),
 ])
 def test_usage_errors(argv: list[str], message: str, capsys) -> None:
     assert main(argv) == 2
@@ -81,16 +83,28 @@ def _vector_set(path: Path) -> Path:
 
 @pytest.mark.rtl
 @pytest.mark.skipif(shutil.which("iverilog") is None, reason="iverilog not installed")
-def test_verify_ok_and_mismatch(tmp_path: Path, capsys) -> None:
+@pytest.mark.parametrize("bench", ["freerun", "driven"])
+def test_verify_ok_and_mismatch(bench: str, tmp_path: Path, capsys) -> None:
     vec = _vector_set(tmp_path / "vec")
     report = tmp_path / "ok.json"
     assert main(["verify", "--vectors", str(vec), "--pes", "2", "--latency", "2",
-                 "--json", str(report)]) == 0
+                 "--bench", bench, "--json", str(report)]) == 0
     d = json.loads(report.read_text())
     assert d["mismatches"] == 0 and d["ok"] is True and d["first_mismatch"] is None
     assert d["outputs_checked"] == 2 * 12 * 2  # 2 stages x 12 rows x 2 words
     assert d["rtl_cycles"] == d["expected_cycles"] > 0
     assert d["simulator"] == "icarus" and d["waves"] is None
+    assert d["bench"] == bench and d["stalls"] == 0.0
+    assert all(s["cycles_ok"] and s["sim_cycles_per_s"] > 0 for s in d["stages"])
+    assert f"({bench} bench)" in capsys.readouterr().out
+    if bench == "freerun":   # random stalls: every word still equal, more cycles
+        stalled = tmp_path / "stalled.json"
+        assert main(["verify", "--vectors", str(vec), "--pes", "2", "--latency", "2",
+                     "--stalls", "0.3", "--seed", "3", "--json", str(stalled)]) == 0
+        d = json.loads(stalled.read_text())
+        assert d["ok"] and d["mismatches"] == 0 and (d["stalls"], d["seed"]) == (0.3, 3)
+        assert all(s["stalled"] and s["rtl_cycles"] > s["expected_cycles"]
+                   for s in d["stages"])
 
     # corrupt one expected code (consistently repacked) of stage s1: node 5, feature 6
     f = vec / "stage01.npz"
@@ -102,7 +116,8 @@ def test_verify_ok_and_mismatch(tmp_path: Path, capsys) -> None:
         json.loads((vec / "manifest.json").read_text())["stages"][1]["zero_point_out"]))
     np.savez_compressed(f, **arrays)
     bad = tmp_path / "bad.json"
-    assert main(["verify", "--vectors", str(vec), "--pes", "2", "--json", str(bad)]) == 1
+    assert main(["verify", "--vectors", str(vec), "--pes", "2", "--bench", bench,
+                 "--json", str(bad)]) == 1
     d = json.loads(bad.read_text())
     assert d["mismatches"] == 1 and d["ok"] is False
     # 16-bit words hold 4 lanes: feature 6 is word 1, lane 2

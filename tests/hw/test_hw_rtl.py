@@ -4,8 +4,9 @@ driven through cocotb_tools.runner with the testbench module ``hw_tb_engine``.
 - random graphs (several shapes, isolated nodes, 1..3 words per row) at INT2/INT4/INT8: exact
   words and cycles with ideal memory; random valid/ready stalls and a reset in mid-stream;
 - the golden vectors model/ exports for Cora (``qgnn export``, layer-0 aggregation: 2708 rows,
-  13264 terms, 64 features) at INT2 and INT4 (INT8 is marked slow): every output word equal,
-  cycles equal to qgnn.core.timing.
+  13264 terms, 64 features) at INT2 and INT4 (INT8 is marked slow) on the free-running bench
+  (hw/freerun.py, as `qgnn verify` runs them): every output word equal, cycles equal to
+  qgnn.core.timing and to the engine's register, no overflow.
 """
 
 from __future__ import annotations
@@ -90,17 +91,28 @@ def cora_vectors(bits: int, out: Path, data_root: str) -> Path:
     return out
 
 
-def run_vectors(tmp: Path, vec: Path, simulator: str, pes: int, latency: int,
-                testcase: str) -> list:
+def run_vectors_freerun(tmp: Path, vec: Path, simulator: str, pes: int, latency: int) -> list:
+    """Every stage of ``vec`` on the free-running bench; checks what the driven bench's exact
+    test checks (all words, each written once, cycles = contract = the engine's register, no
+    overflow) with the contract computed here from the set's CSR; returns the stage reports."""
+    from qgnn.hw.verify import verify_vectors
     from qgnn.model.golden.format import read_vectors
 
-    prm = params_for_stages(read_vectors(vec, check=False).stages, pes=pes)
-    runner = build_rtl(prm, tmp / "build", simulator)
-    result = tmp / "result.json"
-    cfg = {"vectors": str(vec), "params": prm.to_dict(), "latency": latency,
-           "result": str(result)}
-    run_cocotb(runner, simulator, TB, cfg, tmp / "run", testcase=testcase, extra_paths=[str(HERE)])
-    return json.loads(result.read_text())
+    from qgnn.core.timing import aggregation_cycles
+
+    stages = read_vectors(vec, check=False).stages
+    rep = verify_vectors(vec, simulator=simulator, pes=pes, latency=latency, bench="freerun",
+                         work_dir=tmp / "verify")
+    assert rep.bench == "freerun" and len(rep.stages) == len(stages)
+    for r, g in zip(rep.stages, stages, strict=True):
+        st = g.stage
+        want = aggregation_cycles(st.row_lengths, st.words_per_row, pes, latency)
+        assert r.mismatches == 0, (r.name, r.first_mismatch)
+        assert r.writes == r.outputs_checked == st.num_nodes * st.words_per_row
+        assert r.rtl_cycles == r.dut_cycles == r.expected_cycles == want
+        assert not r.overflow and not r.mem_error and r.completed
+    assert rep.ok
+    return rep.stages
 
 
 @pytest.mark.rtl
@@ -110,12 +122,11 @@ def run_vectors(tmp: Path, vec: Path, simulator: str, pes: int, latency: int,
 ])
 def test_cora_icarus(bits: int, tmp_path: Path, data_root: str) -> None:
     vec = cora_vectors(bits, tmp_path / "vectors", data_root)
-    res = run_vectors(tmp_path, vec, "icarus", pes=4, latency=1,
-                      testcase="exact_words_and_cycles")
-    (r,) = [x for x in res if x["name"] == "layer0.aggregate"]
-    assert (r["num_nodes"], r["num_terms"]) == (2708, 13264)
-    assert r["words_per_row"] == -(-64 // (64 // bits))
-    assert r["mismatches"] == 0 and r["rtl_cycles"] == r["expected_cycles"]
+    res = run_vectors_freerun(tmp_path, vec, "icarus", pes=4, latency=1)
+    (r,) = [x for x in res if x.name == "layer0.aggregate"]
+    assert (r.num_nodes, r.num_terms) == (2708, 13264)
+    assert r.words_per_row == -(-64 // (64 // bits))
+    assert r.mismatches == 0 and r.rtl_cycles == r.expected_cycles
 
 
 @pytest.mark.verilator
@@ -130,6 +141,5 @@ def test_random_graphs_verilator(bits: int, tmp_path: Path) -> None:
 @pytest.mark.parametrize("bits", [2, 4, 8])
 def test_cora_verilator(bits: int, tmp_path: Path, data_root: str) -> None:
     vec = cora_vectors(bits, tmp_path / "vectors", data_root)
-    res = run_vectors(tmp_path, vec, "verilator", pes=4, latency=2,
-                      testcase="exact_words_and_cycles")
-    assert all(r["mismatches"] == 0 and r["rtl_cycles"] == r["expected_cycles"] for r in res)
+    res = run_vectors_freerun(tmp_path, vec, "verilator", pes=4, latency=2)
+    assert all(r.mismatches == 0 and r.rtl_cycles == r.expected_cycles for r in res)

@@ -1,7 +1,8 @@
 """Cycle-exactness of the simulator's aggregation phase against the RTL (``qgnn verify``).
 
 For every stage, the simulator (ideal memory, the same element count and memory latency) must
-give exactly the ``rtl_cycles`` that hw.verify measures on Icarus. Stages: Cora's real CSR
+give exactly the ``rtl_cycles`` that hw.verify measures on Icarus (free-running bench: memories
+of fixed latency in the HDL harness, hw/freerun.py). Stages: Cora's real CSR
 (A + I, 13264 terms) with random codes, and random graphs from
 ``model.golden.stage.random_stage`` (isolated rows, several words per row, elements without
 rows), at 2, 4 and 8 bits. Any difference fails.
@@ -64,7 +65,8 @@ def test_simulator_cycles_equal_rtl_cycles(cora, bits: int, pes: int, latency: i
     from qgnn.hw.verify import verify_stages
 
     stages = random_stages(bits, seed=bits) + [cora_stage(cora, bits, cora_features, bits)]
-    rep = verify_stages(stages, pes=pes, latency=latency)
+    rep = verify_stages(stages, pes=pes, latency=latency, bench="freerun")
+    assert rep.bench == "freerun" and rep.ok
     assert len(rep.stages) == len(stages)
     assert rep.mismatches == 0, rep.first_mismatch()
     for st, got in zip(stages, rep.stages, strict=True):
