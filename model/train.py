@@ -23,6 +23,12 @@ The default recipe (what ``qgnn train`` and ``benchmarks/accuracy.py`` run):
 
 Each seed's reported epoch is the one with the best validation accuracy (ties: lower
 validation loss); test accuracy is only read at that epoch.
+
+Degree-aware mixed precision (a precision ``nodes`` table, :mod:`model.quant.node_precision`)
+needs nothing here except for learned widths: their memory penalty is added to the loss, the
+widths are clamped after every step, and a kept model has its widths snapped into fixed bucket
+tables. Every result reports ``avg_feature_bits`` (mean stored width of the per-node
+activations, bits) at its selected epoch.
 """
 
 from __future__ import annotations
@@ -109,6 +115,7 @@ class SeedResult:
     model: QuantGNN | None = field(default=None, repr=False)
     teacher_val_acc: float | None = None
     teacher_test_acc: float | None = None
+    avg_feature_bits: float | None = None
 
     def to_dict(self) -> dict[str, Any]:
         d: dict[str, Any] = {
@@ -122,6 +129,8 @@ class SeedResult:
         if self.teacher_val_acc is not None:
             d["teacher_val_acc"] = self.teacher_val_acc
             d["teacher_test_acc"] = self.teacher_test_acc
+        if self.avg_feature_bits is not None:
+            d["avg_feature_bits"] = self.avg_feature_bits
         return d
 
 
@@ -249,6 +258,7 @@ def train_one(
     model = build_model(model_cfg, data.num_features, num_classes, precision, train_cfg.degree_quant)
     calibrate(model, data)
     opt = make_optimizer(model, train_cfg)
+    node_buckets = model.has_node_buckets()
     x, y = cached_model_input(data), data.y
     train_mask, val_mask, test_mask = data.train_mask, data.val_mask, data.test_mask
     best: tuple[float, float] = (-1.0, float("inf"))
@@ -265,8 +275,13 @@ def train_one(
         if teacher is not None:
             loss = loss + train_cfg.distill * distillation_loss(
                 out, teacher.logits, train_cfg.distill_temperature)
+        penalty = model.memory_penalty() if node_buckets else None
+        if penalty is not None:
+            loss = loss + penalty
         loss.backward()
         opt.step()
+        if node_buckets:
+            model.project_node_widths()
         model.eval()
         with torch.no_grad():
             out = model(x, g)
@@ -278,6 +293,8 @@ def train_one(
                 result.val_acc = val_acc
                 result.test_acc = accuracy(out, y, test_mask)
                 result.train_acc = accuracy(out, y, train_mask)
+                if node_buckets or result.avg_feature_bits is None:
+                    result.avg_feature_bits = model.avg_feature_bits(g)
                 if teacher_key is not None:
                     best_logits = out
                 if keep_model:
@@ -291,6 +308,7 @@ def train_one(
     if keep_model:
         assert best_state is not None
         model.load_state_dict(best_state)
+        model.snap_node_widths()
         model.eval()
         result.model = model
     return result
@@ -317,6 +335,12 @@ class TrainSummary:
     def val_accs(self) -> list[float]:
         return [100.0 * r.val_acc for r in self.per_seed]
 
+    @property
+    def avg_feature_bits(self) -> float | None:
+        """Mean over seeds of each seed's ``avg_feature_bits`` (bits)."""
+        b = [r.avg_feature_bits for r in self.per_seed if r.avg_feature_bits is not None]
+        return statistics.fmean(b) if b else None
+
     def to_dict(self) -> dict[str, Any]:
         t, v = self.test_accs, self.val_accs
         return {
@@ -329,6 +353,7 @@ class TrainSummary:
             "val_acc_mean": statistics.fmean(v),
             "val_acc_std": statistics.stdev(v) if len(v) > 1 else 0.0,
             "train_time_s_mean": statistics.fmean(r.train_time_s for r in self.per_seed),
+            "avg_feature_bits": self.avg_feature_bits,
             "per_seed": [r.to_dict() for r in self.per_seed],
             "model_config": self.model_config,
             "train_config": self.train_config,

@@ -310,7 +310,11 @@ def cmd_train(args: argparse.Namespace) -> int:
     summary = train_seeds(data, str(data.name), model_cfg, precision, train_cfg, seeds,
                           progress=not args.quiet)
     d = summary.to_dict()
-    print(result_line(d), flush=True)
+    line = result_line(d)
+    if d.get("avg_feature_bits") is not None:  # mean stored width of node features (bits)
+        cut = line.rfind(" over ")
+        line = f"{line[:cut]} at {d['avg_feature_bits']:.2f} avg feature bits{line[cut:]}"
+    print(line, flush=True)
     if args.json is not None:
         out = {
             **d,

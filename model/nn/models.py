@@ -14,6 +14,13 @@ import torch.nn.functional as F
 from torch import Tensor, nn
 
 from ..quant.degree_quant import DegreeQuantConfig, protection_probability, sample_protect_mask
+from ..quant.node_precision import (
+    NodeBucketQuantizer,
+    avg_feature_bits,
+    bind_graph,
+    memory_penalty,
+    node_quantizers,
+)
 from ..quant.precision import PrecisionConfig
 from ..quant.quantizer import Quantizer
 from .gcn_conv import QGCNConv
@@ -108,9 +115,43 @@ class QuantGNN(nn.Module):
         return [(n, m) for n, m in self.named_modules() if isinstance(m, Quantizer)]
 
     def quant_parameters(self) -> list[nn.Parameter]:
-        """Learnable quantizer parameters (step sizes, offsets, α)."""
+        """Learnable quantizer parameters (step sizes, offsets, α, learned node widths)."""
         ids = {id(p) for _, q in self.quantizers() for p in q.parameters(recurse=False)}
+        ids |= {id(p) for q in node_quantizers(self) for p in q.parameters(recurse=False)}
         return [p for p in self.parameters() if id(p) in ids]
+
+    # ------------------------------------------------------------ node buckets
+    def bind_graph(self, g: GraphOps) -> None:
+        """Give every node-bucketed quantizer the graph's bucket table (degree modes) or a
+        width per node (learned mode). Called by ``forward``."""
+        bind_graph(self, g)
+
+    def avg_feature_bits(self, graph: GraphOps | Any | None = None) -> float:
+        """Mean stored width in bits of the per-node activations (every non-weight role of
+        every layer, node-count weighted; FP32 = 32): 2.0 for a uniform INT2 model. Models
+        with node buckets need ``graph`` (or a previous forward pass)."""
+        if graph is not None:
+            self.bind_graph(graph if isinstance(graph, GraphOps) else graph_ops(graph))
+        return avg_feature_bits(self)
+
+    def memory_penalty(self) -> Tensor | None:
+        """The learned-width memory penalty (see :mod:`model.quant.node_precision`), or
+        ``None`` when no width is learned."""
+        return memory_penalty(self)
+
+    def has_node_buckets(self) -> bool:
+        return any(True for _ in node_quantizers(self))
+
+    def project_node_widths(self) -> None:
+        """Clamp learned widths into their allowed range (after an optimizer step)."""
+        for q in node_quantizers(self):
+            q.project()
+
+    def snap_node_widths(self) -> None:
+        """Freeze learned widths into fixed bucket tables (a plain bucketed model)."""
+        for q in node_quantizers(self):
+            if isinstance(q, NodeBucketQuantizer) and q.node.learned:
+                q.snap()
 
     def weight_parameters(self) -> list[nn.Parameter]:
         """Every other parameter (weights and biases)."""
@@ -144,6 +185,7 @@ class QConvStack(QuantGNN):
 
     def forward(self, x: Tensor, graph: GraphOps | Any) -> Tensor:
         g = graph if isinstance(graph, GraphOps) else graph_ops(graph)
+        self.bind_graph(g)
         protect = self.protect_mask(g)
         for conv in self.convs:
             x = conv(x, g, protect)
@@ -187,6 +229,7 @@ class QDecoupled(QuantGNN):
 
     def forward(self, x: Tensor, graph: GraphOps | Any) -> Tensor:
         g = graph if isinstance(graph, GraphOps) else graph_ops(graph)
+        self.bind_graph(g)
         protect = self.protect_mask(g)
         for lin in self.mlp:
             x = lin(x, protect)

@@ -447,6 +447,7 @@ class TruncatedPrecision(PrecisionConfig):
             common=dict(base.common),
             roles={r: dict(v) for r, v in base.roles.items()},
             layers=dict(base.layers),
+            nodes=None if base.nodes is None else dict(base.nodes),
             truncation=truncation,
             truncate_roles=tuple(roles),
         )

@@ -84,6 +84,9 @@ class QuantSpec:
 
     def __post_init__(self) -> None:
         object.__setattr__(self, "bits", check_bits(self.bits))
+        for name in ("granularity", "range", "truncation"):
+            if not isinstance(getattr(self, name), str):
+                raise QuantConfigError(f"{name} must be a string, got {getattr(self, name)!r}")
         if self.granularity not in GRANULARITIES:
             raise QuantConfigError(
                 f"invalid granularity {self.granularity!r}; allowed: {', '.join(GRANULARITIES)}"
@@ -92,9 +95,13 @@ class QuantSpec:
             raise QuantConfigError(
                 f"invalid range method {self.range!r}; allowed: {', '.join(RANGE_METHODS)}"
             )
-        if not (0.0 < float(self.momentum) <= 1.0):
+        for name in ("momentum", "percentile"):
+            v = getattr(self, name)
+            if isinstance(v, bool) or not isinstance(v, int | float):
+                raise QuantConfigError(f"{name} must be a number, got {v!r}")
+        if not (0.0 < self.momentum <= 1.0):
             raise QuantConfigError(f"momentum must be in (0, 1], got {self.momentum!r}")
-        if not (50.0 < float(self.percentile) <= 100.0):
+        if not (50.0 < self.percentile <= 100.0):
             raise QuantConfigError(f"percentile must be in (50, 100], got {self.percentile!r}")
         if not isinstance(self.symmetric, bool):
             raise QuantConfigError(f"symmetric must be true or false, got {self.symmetric!r}")
