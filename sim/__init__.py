@@ -16,7 +16,7 @@ _EXPORTS = {
     "SimulationError": "engines",
     "RunResult": "simulation", "SimReport": "simulation", "run_phases": "simulation",
     "simulate": "simulation",
-    "StageTiming": "stage", "simulate_stage": "stage",
+    "StageTiming": "stage", "simulate_stage": "stage", "simulate_mixed_stage": "stage",
 }
 
 
@@ -38,5 +38,6 @@ __all__ = [
     "load_arch",
     "run_phases",
     "simulate",
+    "simulate_mixed_stage",
     "simulate_stage",
 ]

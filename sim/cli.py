@@ -32,6 +32,10 @@ def register(subparsers: Any) -> None:
     p.add_argument("--precision", metavar="JSON_OR_FILE", default=None,
                    help="per-layer/per-role precision (JSON or .json/.toml file); overrides --bits "
                         "where it sets bits")
+    p.add_argument("--engine", default="auto", choices=("auto", "uniform", "mixed"),
+                   help="aggregation engine: auto = the mixed-width engine when the precision "
+                        "has node buckets (a [nodes] table), else the uniform one; mixed runs "
+                        "a uniform model on the mixed engine (default: %(default)s)")
     p.add_argument("--arch", metavar="FILE", default=None,
                    help="accelerator TOML file or preset name in sim/configs "
                         "(default: sim/configs/default.toml)")
@@ -73,7 +77,7 @@ def cmd_simulate(args: argparse.Namespace) -> int:
         check_writable_target(args.json)
     rep = simulate(args.dataset, model=args.model, bits=precision, arch=arch,
                    data_root=args.data_root, hidden=args.hidden, layers=args.layers,
-                   split=args.split, seed=args.seed)
+                   split=args.split, seed=args.seed, engine=args.engine)
     print(rep.table(), flush=True)
     if args.json is not None:
         out = {**rep.to_dict(), "command": getattr(args, "command_line", None)}

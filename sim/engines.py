@@ -48,7 +48,8 @@ from .energy import EnergyTable
 from .timing import T_fill, pe_finish, pe_kinds, pe_loads, pipeline
 from .workload import SPARSE_DENSITY, AggPhase, GemmPhase, Graph, InputPattern, TileStats
 
-__all__ = ["PhaseResult", "SimulationError", "simulate_agg", "simulate_gemm"]
+__all__ = ["MIXED_OVERLAP_DRAIN", "MIXED_R_BITS", "PhaseResult", "SimulationError",
+           "mixed_agg_bytes", "simulate_agg", "simulate_gemm"]
 
 try:  # requantizations outside the aggregation datapath (integer model)
     from qgnn.model.integer.fixed import REQUANT_MULT_BITS
@@ -161,8 +162,9 @@ class _Plan:
 
 def simulate_agg(ph: AggPhase, g: Graph, arch: ArchConfig, et: EnergyTable, *,
                  input_src: str = "dram", output_dst: str = "dram",
-                 side_onchip: bool = False, tiling: str | None = None) -> PhaseResult:
-    """Simulate one aggregation phase.
+                 side_onchip: bool = False, tiling: str | None = None,
+                 overlap_drain: bool | None = None) -> PhaseResult:
+    """Simulate one aggregation phase (on the mixed-width engine when ``ph.buckets`` is set).
 
     Args:
         input_src: ``"dram"`` or ``"feature"`` (source rows already in the feature buffer).
@@ -170,7 +172,13 @@ def simulate_agg(ph: AggPhase, g: Graph, arch: ArchConfig, et: EnergyTable, *,
             (rows go straight to the next combination).
         side_onchip: the per-row side operand is already on chip.
         tiling: force a tiling (``whole``/``column``/``source``/``gather``), for tests.
+        overlap_drain: mixed engine only: its drain form (None: :data:`MIXED_OVERLAP_DRAIN`).
     """
+    if ph.buckets is not None and ph.in_bits != FP32_BITS:
+        return _simulate_agg_mixed(ph, g, arch, et, input_src=input_src, output_dst=output_dst,
+                                   side_onchip=side_onchip, tiling=tiling,
+                                   overlap_drain=MIXED_OVERLAP_DRAIN if overlap_drain is None
+                                   else overlap_drain)
     a = arch.aggregation
     fp32 = ph.in_bits == FP32_BITS
     mode_in = arch.agg_mode_bits(ph.in_bits)
@@ -418,8 +426,9 @@ def _tiles_cycles(arch: ArchConfig, n: int, k: int, m: int, rate: float) -> tupl
 
 def simulate_gemm(ph: GemmPhase, arch: ArchConfig, et: EnergyTable, *,
                   input_src: str = "dram", output_dst: str = "dram",
-                  root_onchip: bool = False, tiling: str | None = None) -> PhaseResult:
-    """Simulate one combination phase.
+                  root_onchip: bool = False, tiling: str | None = None,
+                  weights_onchip: bool = False) -> PhaseResult:
+    """Simulate one combination phase (per node bucket when ``ph.buckets`` is set).
 
     The input is combined as CSR (:func:`_simulate_sparse_gemm`) when the phase carries the
     dataset's sparsity pattern (``ph.input``), reads it from DRAM, and
@@ -433,15 +442,23 @@ def simulate_gemm(ph: GemmPhase, arch: ArchConfig, et: EnergyTable, *,
             ``"chain"``.
         root_onchip: the root-term rows are in the feature buffer.
         tiling: force ``fit``/``m``/``k`` (both), ``mk`` (dense) or ``row`` (sparse) (tests).
+        weights_onchip: the whole weight matrix is already in the weight buffer (a previous
+            bucket's pass left it there): a plan that keeps it loads nothing.
     """
+    if ph.buckets is not None and FP32_BITS not in (ph.act_bits, ph.weight_bits):
+        return _simulate_gemm_buckets(ph, arch, et, input_src=input_src,
+                                      output_dst=output_dst, root_onchip=root_onchip,
+                                      tiling=tiling)
     mode = arch.combination.sparse_input
     pat = ph.input if (input_src == "dram" and ph.root_k == 0) else None
     if pat is None or mode == "dense":
         return _mark_dense(_simulate_dense_gemm(ph, arch, et, input_src=input_src,
                                                 output_dst=output_dst,
-                                                root_onchip=root_onchip, tiling=tiling), pat)
+                                                root_onchip=root_onchip, tiling=tiling,
+                                                weights_onchip=weights_onchip), pat)
     if mode == "sparse":
-        sp = _simulate_sparse_gemm(ph, pat, arch, et, output_dst=output_dst, tiling=tiling)
+        sp = _simulate_sparse_gemm(ph, pat, arch, et, output_dst=output_dst, tiling=tiling,
+                                   weights_onchip=weights_onchip)
         if sp is None:
             raise SimulationError(
                 f"{ph.name}: combination.sparse_input = 'sparse', but no sparse tiling fits "
@@ -449,11 +466,13 @@ def simulate_gemm(ph: GemmPhase, arch: ArchConfig, et: EnergyTable, *,
         return sp
     dn = _mark_dense(_simulate_dense_gemm(ph, arch, et, input_src=input_src,
                                           output_dst=output_dst, root_onchip=root_onchip,
-                                          tiling=tiling if tiling != "row" else None), pat)
+                                          tiling=tiling if tiling != "row" else None,
+                                          weights_onchip=weights_onchip), pat)
     if pat.density > SPARSE_DENSITY:
         return dn
     sp = _simulate_sparse_gemm(ph, pat, arch, et, output_dst=output_dst,
-                               tiling=tiling if tiling != "mk" else None)
+                               tiling=tiling if tiling != "mk" else None,
+                               weights_onchip=weights_onchip)
     if sp is not None and sp.cycles <= dn.cycles:
         sp.info["dense_cycles"] = dn.cycles
         return sp
@@ -470,7 +489,7 @@ def _mark_dense(r: PhaseResult, pat: InputPattern | None) -> PhaseResult:
 
 def _simulate_dense_gemm(ph: GemmPhase, arch: ArchConfig, et: EnergyTable, *,
                          input_src: str, output_dst: str, root_onchip: bool,
-                         tiling: str | None) -> PhaseResult:
+                         tiling: str | None, weights_onchip: bool = False) -> PhaseResult:
     """The dense combination (every input value streamed and multiplied)."""
     c = arch.combination
     fp32 = FP32_BITS in (ph.act_bits, ph.weight_bits)
@@ -504,9 +523,10 @@ def _simulate_dense_gemm(ph: GemmPhase, arch: ArchConfig, et: EnergyTable, *,
     if tiling in (None, "fit") and w_bytes <= full_w:
         cyc_fit, _ = _tiles_cycles(arch, N, K, M, rate)
         xr = x_bytes if from_dram else 0.0
-        d = bytes_dict(xr, 0.0, w_bytes, 0.0)
+        w_fit = 0.0 if weights_onchip else w_bytes
+        d = bytes_dict(xr, 0.0, w_fit, 0.0)
         plans.append(_Plan("weights fit", np.array([cyc_fit + fill]), np.array([cyc_fit + fill]),
-                           np.array([w_bytes]), np.array([xr + root_bytes + out_bytes]), d, 0.0))
+                           np.array([w_fit]), np.array([xr + root_bytes + out_bytes]), d, 0.0))
     if not plans or tiling in ("m", "k"):
         col_bytes = ceil_div(K * ph.weight_bits, 8)
         mt = usable_w // col_bytes
@@ -669,7 +689,8 @@ def _sparse_tile_cycles(arch: ArchConfig, work: np.ndarray, nnz: np.ndarray, m: 
 
 def _simulate_sparse_gemm(ph: GemmPhase, pat: InputPattern, arch: ArchConfig,
                           et: EnergyTable, *, output_dst: str,
-                          tiling: str | None) -> PhaseResult | None:
+                          tiling: str | None, weights_onchip: bool = False
+                          ) -> PhaseResult | None:
     """The combination of a sparse input read from DRAM as CSR (see the module docstring).
 
     DRAM: X's values (``act_bits`` each, packed), ``index_bits`` column indices and
@@ -722,9 +743,10 @@ def _simulate_sparse_gemm(ph: GemmPhase, pat: InputPattern, arch: ArchConfig,
     st1 = pat.tile_stats(R)
     if tiling in (None, "fit") and w_bytes <= full_w:
         busy, bal = _sparse_tile_cycles(arch, work_of(st1)[:, 0], st1.nnz[:, 0], M, rate)
-        d = bytes_dict(val_bytes, idx_bytes, ptr_bytes, w_bytes, 0.0)
+        w_fit = 0.0 if weights_onchip else w_bytes
+        d = bytes_dict(val_bytes, idx_bytes, ptr_bytes, w_fit, 0.0)
         plans.append(_Plan("weights fit", np.array([busy.sum() + fill]),
-                           np.array([bal.sum() + fill]), np.array([w_bytes]),
+                           np.array([bal.sum() + fill]), np.array([w_fit]),
                            np.array([csr_bytes + out_bytes]), d, 0.0,
                            {"col_passes": float(ceil_div(M, c.cols))}))
     if not plans or tiling in ("m", "k", "row"):
@@ -849,3 +871,338 @@ def _simulate_sparse_gemm(ph: GemmPhase, pat: InputPattern, arch: ArchConfig,
               "union_columns": int(st1.union.sum()), "weight_rows_read": weight_rows,
               "sparse_weights": c.sparse_weights},
     )
+
+
+# ====================================================================== mixed-width aggregation
+
+#: The mixed engine's drain (``hw/mixed_params.py`` ``MixedParams.overlap_drain``, default True):
+#: a row's output words are requantized from a hold bank while the next row accumulates.
+MIXED_OVERLAP_DRAIN = True
+#: Width of the bucket weights ``R[k]`` (bits; ``MixedParams.r_bits`` default): every input lane
+#: is multiplied by its bucket's weight before the add (``docs/aggregation-engine.md``).
+MIXED_R_BITS = 8
+
+
+def _bucket_bits(k: int) -> int:
+    return max(1, (int(k) - 1).bit_length())
+
+
+def mixed_row_words(ph: AggPhase, arch: ArchConfig, features: int | None = None
+                    ) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray]:
+    """Per-node words of a mixed-engine aggregation at ``features`` features (default all):
+    ``(src_words [N_src], out_words [N], src_mode [N_src], out_mode [N])``; a row of
+    ``b``-bit codes (mode width of the chip) is ``ceil(F / (word_width // b))`` words."""
+    assert ph.buckets is not None
+    ww = arch.aggregation.word_width
+    f = ph.features if features is None else int(features)
+    ob = ph.out_buckets or ph.buckets
+    k_in, k_out = ph.buckets.num_buckets, ob.num_buckets
+    in_w = ph.in_widths or (ph.in_bits,) * k_in
+    out_w = ph.out_widths or (ph.out_bits,) * k_out
+    if len(in_w) != k_in or len(out_w) != k_out:
+        raise SimulationError(f"{ph.name}: {len(in_w)} input / {len(out_w)} output widths for "
+                              f"{k_in} / {k_out} buckets")
+    m_in = np.array([arch.agg_mode_bits(b) for b in in_w], dtype=np.int64)
+    m_out = np.array([arch.agg_mode_bits(b) for b in out_w], dtype=np.int64)
+    w_in = -(-f // (ww // m_in))
+    w_out = -(-f // (ww // m_out))
+    return (w_in[ph.buckets.bucket], w_out[ob.bucket], m_in[ph.buckets.bucket],
+            m_out[ob.bucket])
+
+
+def mixed_agg_bytes(ph: AggPhase, arch: ArchConfig) -> tuple[int, int]:
+    """``(source rows, output rows)`` bytes of a mixed-engine aggregation (each row at its
+    bucket's width)."""
+    src, out, _, _ = mixed_row_words(ph, arch)
+    wb = arch.aggregation.word_width // 8
+    return int(src.sum()) * wb, int(out.sum()) * wb
+
+
+def _row_in_words(g: Graph, self_loops: bool, src_words: np.ndarray) -> np.ndarray:
+    """``I_i = sum_{j in N(i)} W_k(j)`` (int64 ``[N]``), self-loops included when asked."""
+    N = g.num_nodes
+    if g.num_edges:
+        i = np.bincount(g.dst, weights=src_words[g.src], minlength=N)
+        i = np.rint(i).astype(np.int64)
+    else:
+        i = np.zeros(N, dtype=np.int64)
+    if self_loops:
+        i = i + src_words[:N]
+    return i
+
+
+def _simulate_agg_mixed(ph: AggPhase, g: Graph, arch: ArchConfig, et: EnergyTable, *,
+                        input_src: str, output_dst: str, side_onchip: bool,
+                        tiling: str | None, overlap_drain: bool) -> PhaseResult:
+    """An aggregation on the mixed-width engine (timing: ``qgnn.core.timing.mixed_*``)."""
+    from qgnn.model.golden.mixed_stage import weighted_acc_width
+
+    from qgnn.core.timing import mixed_pe_finish_cycles, mixed_pe_slots
+
+    assert ph.buckets is not None
+    a = arch.aggregation
+    ww = a.word_width
+    wb = ww // 8
+    N = g.num_nodes
+    P = a.pes
+    L = a.sram_latency
+    F = ph.features
+    ob = ph.out_buckets or ph.buckets
+    src_w, out_w, src_m, out_m = mixed_row_words(ph, arch)
+    n = g.row_lengths(ph.self_loops)
+    E = int(n.sum())
+    max_terms = int(n.max(initial=0))
+    w_max = ((1 << MIXED_R_BITS) - 1) * ((1 << int(src_m.max(initial=2))) - 1)
+    acc = weighted_acc_width(max_terms, w_max)
+    # terms per source row (the row is streamed once per term)
+    cnt_src = (np.bincount(g.src, minlength=src_w.size).astype(np.int64) if g.num_edges
+               else np.zeros(src_w.size, dtype=np.int64))
+    if ph.self_loops:
+        cnt_src[:N] += 1
+    tfill = float(T_fill(L))
+
+    def timing(f: int) -> tuple[float, float, np.ndarray, np.ndarray]:
+        """(busy, balanced, I, O) of one pass over ``f`` features."""
+        sw, owd, _, _ = mixed_row_words(ph, arch, f)
+        i_w = _row_in_words(g, ph.self_loops, sw)
+        fin = mixed_pe_finish_cycles(i_w, owd, P, L, overlap_drain)
+        slots = mixed_pe_slots(i_w, owd, P, overlap_drain, L)
+        busy = float(max(fin))
+        return busy, min(busy, tfill + float(sum(slots)) / P), i_w, owd
+
+    idx_b = a.index_bits / 8
+    ptr_b = a.pointer_bits / 8
+    # descriptor: M (mult_bits), shift (6), the row's output bucket and its output word offset
+    # (pointer_bits wide: rows of several widths need their word address)
+    rq_b = ceil_div(a.mult_bits + 6 + _bucket_bits(ob.num_buckets) + a.pointer_bits, 8)
+    params = float(N * rq_b)
+    pointers = (N + 1) * ptr_b
+    feat_bytes = float(src_w.sum() * wb)
+    out_total = float(out_w.sum() * wb)
+    out_bytes = out_total if output_dst == "dram" else 0.0
+    side_bytes = 0.0 if side_onchip else float(N * ceil_div(ph.side_values * ph.side_bits, 8))
+    idx_bytes = float(E * idx_b)
+    resident = input_src == "feature"
+
+    def base_bytes(passes: int) -> dict[str, float]:
+        d = _zero_bytes()
+        d["indices"] = idx_bytes * passes
+        d["row_pointers"] = pointers * passes
+        d["requant_params"] = params
+        d["outputs"] = out_bytes
+        d["side_inputs"] = side_bytes
+        return d
+
+    plans: list[_Plan] = []
+    fits_whole = resident or feat_bytes <= arch.buffers["feature"].bytes
+    busy_w, bal_w, i_all, o_all = timing(F)
+    if tiling in (None, "whole") and fits_whole:
+        d = base_bytes(1)
+        d["features"] = 0.0 if resident else feat_bytes
+        stream = d["indices"] + pointers + params + out_bytes + side_bytes
+        plans.append(_Plan("whole", np.array([busy_w]), np.array([bal_w]),
+                           np.array([d["features"]]), np.array([stream]), d, 0.0))
+    elif tiling == "whole":
+        raise SimulationError(f"{ph.name}: {feat_bytes:.0f} B of source rows do not fit the "
+                              f"{arch.buffers['feature'].bytes} B feature buffer")
+    if not plans:
+        cap = arch.usable_bytes("feature")
+        # -- column tiling: passes over groups of features, a multiple of every bucket's lanes
+        lanes_all = [ww // int(m) for m in np.unique(np.concatenate([src_m, out_m]))]
+        step = math.lcm(*lanes_all) if lanes_all else 1
+        bits_per_feature = float(src_m.sum())
+        ft = int(cap * 8 // bits_per_feature) // step * step if bits_per_feature else F
+        if tiling in (None, "column") and ft >= step:
+            ft = min(ft, F)
+            nt = ceil_div(F, ft)
+            fk = [ft] * (nt - 1) + [F - ft * (nt - 1)]
+            tk = [timing(f_) for f_ in fk]
+            pre = np.array([float(mixed_row_words(ph, arch, f_)[0].sum() * wb) for f_ in fk])
+            outs = np.array([float(t[3].sum() * wb) for t in tk])
+            d = base_bytes(nt)
+            d["features"] = float(pre.sum())
+            stream_k = (idx_bytes + pointers + params / nt + side_bytes * np.array(fk) / F
+                        + (outs if output_dst == "dram" else 0.0))
+            plans.append(_Plan(f"column x{nt}", np.array([t[0] for t in tk]),
+                               np.array([t[1] for t in tk]), pre, stream_k, d,
+                               refetch=(idx_bytes + pointers) * (nt - 1)))
+        # -- gather: every term fetches its source row, rounded up to whole bursts
+        if tiling in (None, "gather"):
+            burst = arch.dram.burst_bytes
+            per_src = -(-(src_w * wb) // burst) * burst
+            d = base_bytes(1)
+            d["features"] = float((cnt_src * per_src).sum())
+            plans.append(_Plan("gather", np.array([busy_w]), np.array([bal_w]),
+                               np.array([0.0]), np.array([sum(d.values())]), d,
+                               refetch=max(0.0, d["features"] - feat_bytes)))
+    if not plans:
+        raise SimulationError(f"{ph.name}: tiling {tiling!r} is not possible on this chip "
+                              "(mixed-width engine: whole, column or gather)")
+    plan = min(plans, key=lambda q: (q.total_bytes, q.cycles(arch)))
+    total = plan.cycles(arch)
+    busy = float(plan.compute.sum())
+    balanced = float(plan.balanced.sum())
+    npass = int(plan.compute.size)
+
+    # ---------------------------------------------------------------- activity and energy
+    src_lanes = ww // src_m
+    out_lanes = ww // out_m
+    words_in = float((cnt_src * src_w).sum())          # = sum_i I_i
+    lane_ops = float((cnt_src * src_w * src_lanes).sum())  # lanes summed (padding included)
+    en: dict[str, float] = {}
+    fills = plan.dram["features"] / wb
+    en["sram.feature"] = (_sram(et, arch, "feature", words_in, ww)
+                          + _sram(et, arch, "feature", fills, ww))
+    idx_fill = plan.dram["indices"] / idx_b
+    en["sram.index"] = (_sram(et, arch, "index", E * npass + idx_fill, a.index_bits)
+                        + _sram(et, arch, "index", 2 * N * npass, a.pointer_bits + 8 * rq_b))
+    en["sram.accumulator"] = 0.0
+    out_buf = {"stream": "input", "feature": "feature"}.get(output_dst, "output")
+    out_words = float(out_w.sum())
+    staged = out_words * (2 if output_dst == "dram" else 1)
+    en[f"sram.{out_buf}"] = en.get(f"sram.{out_buf}", 0.0) + _sram(et, arch, out_buf, staged, ww)
+    en["sram.output"] = en.get("sram.output", 0.0) + _sram(et, arch, "output",
+                                                           2 * side_bytes / wb, ww)
+    en["aggregation.add"] = lane_ops * et.int_add(acc)
+    # every lane's code times its bucket's weight R[k] (an in_bits x r_bits multiply)
+    mult = np.array([et.int_mult(int(m), MIXED_R_BITS) for m in src_m.tolist()]) if src_m.size \
+        else np.zeros(0)
+    en["aggregation.weight"] = float((cnt_src * src_w * src_lanes * mult).sum())
+    engine_rq = float((out_w * out_lanes).sum())
+    rq_first = et.requant(acc, a.mult_bits, False)
+    rq_more = np.array([et.requant(int(m) + FRAC_BITS, REQUANT_MULT_BITS, False)
+                        for m in out_m.tolist()])
+    rq_pre = np.array([et.requant(int(m) + FRAC_BITS, REQUANT_MULT_BITS, False)
+                       for m in src_m[:N].tolist()])
+    en["requantization"] = (engine_rq * rq_first
+                            + max(ph.post_requants - 1, 0) * F * float(rq_more.sum())
+                            + ph.pre_requants * F * float(rq_pre.sum()))
+    en["dram"] = plan.total_bytes * 8 * arch.dram.pj_per_bit
+
+    buckets = []
+    kb = ph.buckets.bucket
+    for k in range(ph.buckets.num_buckets):
+        sel = kb == k
+        buckets.append({
+            "bucket": k, "nodes": int(sel.sum()),
+            "in_bits": int((ph.in_widths or (ph.in_bits,) * ph.buckets.num_buckets)[k]),
+            "words_per_row": int(src_w[sel][0]) if sel.any() else 0,
+            "feature_bytes": float(src_w[sel].sum() * wb),
+            "terms_from": int(cnt_src[sel].sum()),
+            "input_words": float((cnt_src * src_w)[sel].sum()),
+        })
+    for k in range(ob.num_buckets):
+        sel = ob.bucket == k
+        if k < len(buckets):
+            row = buckets[k]
+        else:
+            row = {"bucket": k}
+            buckets.append(row)
+        row["out_nodes"] = int(sel.sum())
+        row["out_bits"] = int((ph.out_widths or (ph.out_bits,) * ob.num_buckets)[k])
+        row["output_bytes"] = float(out_w[sel].sum() * wb)
+    compulsory = plan.total_bytes - plan.refetch
+    peak = float(E) * F * P / words_in if words_in else float(P * ww // int(src_m.min(initial=2)))
+    return PhaseResult(
+        layer=ph.layer, name=ph.name, kind="aggregate", engine="aggregation",
+        bits={"in": ph.in_bits, "out": ph.out_bits, "mode": int(src_m.min(initial=ph.in_bits)),
+              "acc": acc},
+        mode=plan.mode, passes=npass,
+        compute=balanced, imbalance=busy - balanced, dram_stall=max(0.0, total - busy),
+        dram=plan.dram, compulsory_bytes=compulsory, energy=en,
+        ops=float(E) * F, peak_ops_per_cycle=peak,
+        info={"aggregation_engine": "mixed", "overlap_drain": overlap_drain, "features": F,
+              "terms": E, "max_terms": max_terms, "pes": P,
+              "input_words": int(i_all.sum()), "output_words": int(o_all.sum()),
+              "contract_cycles": int(busy_w),
+              "lane_utilization": float(E) * F / lane_ops if lane_ops else 0.0,
+              "buckets": buckets, "input": input_src, "output": output_dst},
+    )
+
+
+# ====================================================================== per-bucket combination
+
+
+def _simulate_gemm_buckets(ph: GemmPhase, arch: ArchConfig, et: EnergyTable, *,
+                           input_src: str, output_dst: str, root_onchip: bool,
+                           tiling: str | None) -> PhaseResult:
+    """A combination whose rows have per-bucket widths: one pass per bucket.
+
+    The Bit Fusion array runs one activation mode at a time (the weight stream of a tile is
+    shared by its R rows), so the rows of bucket ``k`` form their own row tiles at that
+    bucket's activation width (``act_widths[k]``) and output width (``out_widths[k]``); a
+    pass is the ordinary combination (dense or CSR, every plan) of those ``N_k`` rows. When a
+    pass keeps the whole weight matrix in the weight buffer, the next passes find it there.
+    Cycles, bytes and energy are the sums over the passes."""
+    from dataclasses import replace
+
+    nb = ph.buckets
+    assert nb is not None
+    K = nb.num_buckets
+    act_w = ph.act_widths or (ph.act_bits,) * K
+    out_w = ph.out_widths or (ph.out_bits,) * K
+    if len(act_w) != K or len(out_w) != K:
+        raise SimulationError(f"{ph.name}: {len(act_w)} / {len(out_w)} widths for {K} buckets")
+    counts = nb.counts()
+    subs: list[tuple[int, PhaseResult]] = []
+    resident = False
+    for k in range(K):
+        nk = int(counts[k])
+        if nk == 0:
+            continue
+        pat = None
+        if ph.input is not None:
+            pat = ph.input if K == 1 else ph.input.select_rows(np.flatnonzero(nb.bucket == k))
+        sub = replace(ph, n=nk, act_bits=int(act_w[k]), out_bits=int(out_w[k]), input=pat,
+                      buckets=None, act_widths=None, out_widths=None)
+        r = simulate_gemm(sub, arch, et, input_src=input_src, output_dst=output_dst,
+                          root_onchip=root_onchip, tiling=tiling, weights_onchip=resident)
+        resident = resident or r.mode.endswith("weights fit")
+        subs.append((k, r))
+    if not subs:  # no rows at all
+        sub = replace(ph, buckets=None, act_widths=None, out_widths=None)
+        return simulate_gemm(sub, arch, et, input_src=input_src, output_dst=output_dst,
+                             root_onchip=root_onchip, tiling=tiling)
+    if len(subs) == 1 and K == 1:
+        return subs[0][1]
+    dram = _zero_bytes()
+    energy: dict[str, float] = {}
+    for _, r in subs:
+        for key, v in r.dram.items():
+            dram[key] += v
+        for key, v in r.energy.items():
+            energy[key] = energy.get(key, 0.0) + v
+    ops = math.fsum(r.ops for _, r in subs)
+    slots = math.fsum(r.ops / r.peak_ops_per_cycle for _, r in subs if r.peak_ops_per_cycle)
+    busy = math.fsum(r.compute + r.imbalance for _, r in subs)
+    first = subs[0][1]
+    # the weights are compulsory once: later passes that load them again re-fetch
+    w_bytes = float(ceil_div(ph.k * ph.m * ph.weight_bits, 8))
+    compulsory = math.fsum(r.compulsory_bytes for _, r in subs) - math.fsum(
+        min(r.dram["weights"], w_bytes) for _, r in subs[1:])
+    info = {key: v for key, v in first.info.items()
+            if key in ("k", "m", "input", "output", "input_format", "input_density",
+                       "sparse_weights")}
+    info.update({
+        "n": ph.n, "per_bucket_passes": True,
+        "array_utilization": ops / (busy * (ops / slots)) if busy and slots else 0.0,
+        "buckets": [{"bucket": k, "nodes": r.info.get("n"), "act_bits": r.bits["act"],
+                     "out_bits": r.bits["out"], "macs_per_pe": r.info.get("macs_per_pe"),
+                     "tiling": r.mode, "cycles": r.cycles, "dram_bytes": r.dram_bytes,
+                     "energy_pj": r.energy_pj} for k, r in subs],
+    })
+    if any("input_nnz" in r.info for _, r in subs):
+        info["input_nnz"] = int(sum(r.info.get("input_nnz", 0) for _, r in subs))
+        info["union_columns"] = int(sum(r.info.get("union_columns", 0) for _, r in subs))
+    return PhaseResult(
+        layer=ph.layer, name=ph.name, kind="combine", engine="combination",
+        bits={"act": max(r.bits["act"] for _, r in subs), "weight": ph.weight_bits,
+              "out": max(r.bits["out"] for _, r in subs),
+              "acc": max(r.bits["acc"] for _, r in subs)},
+        mode=" | ".join(f"INT{r.bits['act']}: {r.mode}" for _, r in subs),
+        passes=sum(r.passes for _, r in subs),
+        compute=math.fsum(r.compute for _, r in subs),
+        imbalance=math.fsum(r.imbalance for _, r in subs),
+        dram_stall=math.fsum(r.dram_stall for _, r in subs), dram=dram,
+        compulsory_bytes=compulsory,
+        energy=energy, ops=ops, peak_ops_per_cycle=ops / slots if slots else 0.0, info=info)

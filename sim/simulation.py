@@ -34,6 +34,7 @@ from .engines import (
     PhaseResult,
     SimulationError,
     ceil_div,
+    mixed_agg_bytes,
     simulate_agg,
     simulate_gemm,
 )
@@ -47,10 +48,11 @@ from .workload import (
     fp32_phases,
     graph_from_data,
     has_orders,
+    layer_buckets,
     model_layers,
 )
 
-__all__ = ["RunResult", "SimReport", "run_phases", "simulate"]
+__all__ = ["AGG_ENGINES", "RunResult", "SimReport", "feature_bits", "run_phases", "simulate"]
 
 NATIVE_ORDER = {"gcn": "combine-first", "gin": "aggregate-first", "sage": "aggregate-first"}
 #: ``auto`` dataflow tries all 2^L orders up to this many message-passing layers.
@@ -151,11 +153,15 @@ class RunResult:
 
 
 def _agg_in_bytes(ph: AggPhase, arch: ArchConfig, g: Graph) -> int:
+    if ph.buckets is not None and ph.in_bits != 32:
+        return mixed_agg_bytes(ph, arch)[0]
     lanes = arch.agg_lanes(ph.in_bits)
     return g.num_nodes * ceil_div(ph.features, lanes) * arch.aggregation.word_width // 8
 
 
 def _agg_out_bytes(ph: AggPhase, arch: ArchConfig, g: Graph) -> int:
+    if ph.buckets is not None and ph.in_bits != 32:
+        return mixed_agg_bytes(ph, arch)[1]
     lanes = arch.agg_lanes(ph.out_bits)
     return g.num_nodes * ceil_div(ph.features, lanes) * arch.aggregation.word_width // 8
 
@@ -233,7 +239,8 @@ def run_phases(phases: list[Phase], g: Graph, arch: ArchConfig,
 
 
 def _choose_orders(shapes: list[Any], precision: PrecisionConfig, g: Graph, arch: ArchConfig,
-                   et: EnergyTable, fp32: bool) -> tuple[dict[int, str], RunResult]:
+                   et: EnergyTable, fp32: bool, nodes: dict[int, Any] | None = None,
+                   mixed_engine: bool = False) -> tuple[dict[int, str], RunResult]:
     """Per-layer dataflow: fixed ones as configured; ``auto`` layers by total cycles, trying
     every combination when there are at most :data:`MAX_EXHAUSTIVE` of them (else greedily,
     layer by layer). Ties keep the model's own order."""
@@ -242,7 +249,8 @@ def _choose_orders(shapes: list[Any], precision: PrecisionConfig, g: Graph, arch
     auto = [li for li in has_orders(shapes) if li not in fixed]
 
     def run(o: dict[int, str]) -> RunResult | None:
-        ph = build_phases(shapes, precision, g.num_nodes, o, g.input)
+        ph = build_phases(shapes, precision, g.num_nodes, o, g.input, nodes=nodes,
+                          mixed_engine=mixed_engine)
         if fp32:
             ph = fp32_phases(ph)
         try:
@@ -302,6 +310,8 @@ class SimReport:
     area: dict[str, Any]
     fp32_area: dict[str, Any]
     workload: dict[str, Any]
+    #: Degree-aware mixed precision / mixed-width engine (None: uniform engine, no buckets).
+    mixed: dict[str, Any] | None = None
 
     @property
     def cycles(self) -> int:
@@ -371,6 +381,7 @@ class SimReport:
                      "area_breakdown": self.fp32_area},
             "workload": self.workload,
             "timing_source": timing_source(),
+            **({"mixed": self.mixed} if self.mixed is not None else {}),
         }
 
     def table(self) -> str:
@@ -400,6 +411,14 @@ def format_table(rep: SimReport) -> str:
         f"energy {rep.energy_ratio_vs_fp32:.2f}x less; roofline {d['roofline_cycles']:.0f} "
         f"cycles, simulated = {d['roofline_pct']:.0f}% of it; area {d['area_mm2']:.2f} mm^2 "
         f"(FP32 {rep.fp32_area['total_mm2']:.2f})")
+    if rep.mixed is not None:
+        mx = rep.mixed
+        lines.append(
+            f"aggregation on the {mx['aggregation_engine']} engine (overlap_drain "
+            f"{mx['overlap_drain']}); avg_feature_bits {mx['avg_feature_bits']:.3f}; "
+            + "; ".join(f"layer {li['layer']}: " + ", ".join(
+                f"{b['nodes']} nodes at {b['bits']}" for b in li["buckets"])
+                for li in mx["layers"]))
     return "\n".join(lines)
 
 
@@ -423,6 +442,7 @@ def simulate(
     *,
     split: int = 0,
     seed: int = 0,
+    engine: str = "auto",
 ) -> SimReport:
     """Simulate a model on a graph on ``arch`` and on its FP32 counterpart.
 
@@ -437,6 +457,10 @@ def simulate(
             for ``sim/configs/default.toml``.
         data_root: dataset root (see ``qgnn datasets``).
         hidden, layers: model width and depth when ``model`` is a name.
+        engine: aggregation engine of the quantized chip: ``auto`` (the mixed-width engine
+            when the precision has node buckets, else the uniform one), ``uniform`` or
+            ``mixed`` (a uniform model on the mixed engine: one bucket, K = 1). The FP32
+            counterpart always runs the uniform engines.
 
     Returns:
         A :class:`SimReport`; ``to_dict()`` has cycles, energy_pj, fp32_cycles,
@@ -462,9 +486,20 @@ def simulate(
 
     model_name = (model.name if hasattr(model, "name") and isinstance(model.name, str)
                   else type(model).__name__ if isinstance(model, QuantGNN) else str(model).lower())
-    shapes = model_layers(model, g.num_features, g.num_classes, precision, hidden, layers)
+    if engine not in AGG_ENGINES:
+        raise ValueError(f"engine: invalid value {engine!r}; allowed: {', '.join(AGG_ENGINES)}")
+    from .workload import _model_from
+
+    net = _model_from(model, g.num_features, g.num_classes, precision, hidden, layers)
+    shapes = model_layers(net, g.num_features, g.num_classes, precision, hidden, layers)
+    nodes = layer_buckets(precision, shapes, g.in_degree)
+    if nodes and engine == "uniform":
+        raise ValueError("engine: 'uniform' cannot run a precision with node buckets (per-node "
+                         "widths need the mixed-width engine); use 'auto' or 'mixed'")
+    mixed_engine = engine == "mixed" or (engine == "auto" and bool(nodes))
     et = energy_table()
-    _, run = _choose_orders(shapes, precision, g, chip, et, fp32=False)
+    _, run = _choose_orders(shapes, precision, g, chip, et, fp32=False, nodes=nodes,
+                            mixed_engine=mixed_engine)
     fp_arch = chip.fp32_counterpart()
     _, frun = _choose_orders(shapes, precision, g, fp_arch, et, fp32=True)
     max_terms = int(g.in_degree.max(initial=0)) + 1
@@ -477,5 +512,55 @@ def simulate(
         "num_classes": g.num_classes, "max_in_degree": int(g.in_degree.max(initial=0)),
         "layers": [{"index": s.index, "kind": s.kind, "in": s.k, "out": s.m} for s in shapes],
     }
+    mixed = (_mixed_section(net, g, precision, shapes, nodes, run) if mixed_engine else None)
     return SimReport(dataset=g.name, model=model_name, precision=precision, graph=g, run=run,
-                     fp32=frun, area=area, fp32_area=fp_area, workload=workload)
+                     fp32=frun, area=area, fp32_area=fp_area, workload=workload, mixed=mixed)
+
+
+#: Aggregation engines of :func:`simulate` (``engine``).
+AGG_ENGINES = ("auto", "uniform", "mixed")
+
+
+def feature_bits(net: Any, g: Graph) -> float:
+    """``avg_feature_bits`` of a built model on graph ``g``
+    (:func:`model.quant.node_precision.avg_feature_bits`: the mean stored width, bits, of
+    every per-node activation tensor over all nodes; its node buckets are bound to ``g``'s
+    degrees, in-degree + self-loop)."""
+    import types
+
+    import numpy as np
+    import torch
+    from qgnn.model.quant.node_precision import avg_feature_bits, bind_graph
+
+    deg = torch.from_numpy(np.asarray(g.in_degree, dtype=np.int64) + 1)
+    bind_graph(net, types.SimpleNamespace(num_nodes=g.num_nodes, deg_hat=deg))
+    return float(avg_feature_bits(net, g.num_nodes))
+
+
+def _mixed_section(net: Any, g: Graph, precision: PrecisionConfig, shapes: list[Any],
+                   nodes: dict[int, Any], run: RunResult) -> dict[str, Any]:
+    """The report's ``mixed`` entry: engine, avg_feature_bits, buckets per layer and the
+    per-bucket figures of every mixed phase."""
+    from .engines import MIXED_OVERLAP_DRAIN, MIXED_R_BITS
+
+    deg = g.in_degree + 1
+    layers = []
+    for s in shapes:
+        if s.index not in nodes:
+            continue
+        nb, widths = nodes[s.index]
+        rows = []
+        for k, cnt in enumerate(nb.counts().tolist()):
+            sel = nb.bucket == k
+            rows.append({"bucket": k, "nodes": int(cnt),
+                         "bits": {r: int(w[k]) for r, w in widths.items()},
+                         "min_degree": int(deg[sel].min()) if cnt else None,
+                         "max_degree": int(deg[sel].max()) if cnt else None})
+        layers.append({"layer": s.index, "by": nb.by, "thresholds": list(nb.thresholds),
+                       "roles": sorted(widths), "buckets": rows})
+    phases = [{"phase": p.name, "kind": p.kind, "tiling": p.mode, "cycles": p.cycles,
+               "dram_bytes": p.dram_bytes, "buckets": p.info["buckets"]}
+              for p in run.phases if "buckets" in p.info]
+    return {"aggregation_engine": "mixed", "overlap_drain": MIXED_OVERLAP_DRAIN,
+            "r_bits": MIXED_R_BITS, "avg_feature_bits": feature_bits(net, g),
+            "layers": layers, "phases": phases}

@@ -26,8 +26,9 @@ from qgnn.model.nn.models import QConvStack, QDecoupled, QuantGNN
 from qgnn.model.nn.sage_conv import QSAGEConv
 from qgnn.model.quant import PrecisionConfig
 
-__all__ = ["AggPhase", "GemmPhase", "Graph", "InputPattern", "Phase", "SPARSE_DENSITY",
-           "TileStats", "build_phases", "graph_from_data", "model_layers"]
+__all__ = ["AggPhase", "GemmPhase", "Graph", "InputPattern", "NodeBuckets", "Phase",
+           "SPARSE_DENSITY", "TileStats", "build_phases", "graph_from_data", "layer_buckets",
+           "model_layers"]
 
 FP32 = 32
 #: Largest (row tile x column) bitmap :meth:`InputPattern.tile_stats` builds (entries);
@@ -128,6 +129,18 @@ class InputPattern:
     def row_nnz(self) -> np.ndarray:
         """Non-zeros per row, int64 ``[N]``."""
         return np.diff(self.csr()[0])
+
+    def select_rows(self, rows: np.ndarray) -> InputPattern:
+        """The pattern of the rows ``rows`` (increasing row ids), in that order."""
+        indptr, cols = self.csr()
+        rows = np.asarray(rows, dtype=np.int64)
+        counts = np.diff(indptr)
+        keep = np.zeros(self.num_rows, dtype=bool)
+        keep[rows] = True
+        nz_keep = np.repeat(keep, counts)
+        ip = np.concatenate([[0], np.cumsum(counts[rows])]).astype(np.int64)
+        return InputPattern(int(rows.size), self.num_cols, int(ip[-1]), indptr=ip,
+                            indices=cols[nz_keep])
 
     def tile_stats(self, rows: int, k_block: int | None = None) -> TileStats:
         """Counts per tile of ``rows`` rows and block of ``k_block`` columns (None: all)."""
@@ -241,6 +254,33 @@ def graph_from_data(data: Any, name: str | None = None) -> Graph:
 # ----------------------------------------------------------------------------- phases
 
 
+@dataclass(eq=False)
+class NodeBuckets:
+    """Node -> width bucket of one layer (degree-aware mixed precision, ``docs/sim.md``).
+
+    Attributes:
+        bucket: bucket of every node, int64 ``[N]`` in ``0..num_buckets - 1``.
+        num_buckets: K.
+        by: how the table was made (``degree_quantile``, ``degree_threshold``, ``uniform``:
+            one bucket, a uniform model on the mixed engine).
+        thresholds: the integer degree thresholds (in-degree + self-loop) of the buckets.
+    """
+
+    bucket: np.ndarray
+    num_buckets: int
+    by: str = "uniform"
+    thresholds: tuple[int, ...] = ()
+
+    def counts(self) -> np.ndarray:
+        """Nodes per bucket, int64 ``[K]``."""
+        return np.bincount(self.bucket, minlength=self.num_buckets).astype(np.int64)
+
+    @classmethod
+    def single(cls, n: int) -> NodeBuckets:
+        """Every node in one bucket (K = 1)."""
+        return cls(np.zeros(int(n), dtype=np.int64), 1)
+
+
 @dataclass
 class GemmPhase:
     """A combination: ``[n x k]`` codes times ``[k x m]`` weights on the MAC array.
@@ -264,6 +304,12 @@ class GemmPhase:
     root_bits: int = 0
     kind: str = "combine"
     input: InputPattern | None = field(default=None, repr=False, compare=False)
+    #: Degree-aware mixed precision: the node -> bucket table and the width of each bucket for
+    #: the input rows (``act_widths``) and the output rows (``out_widths``); ``None``: uniform
+    #: (then ``act_bits``/``out_bits`` hold; with buckets they hold the widest bucket).
+    buckets: NodeBuckets | None = field(default=None, repr=False, compare=False)
+    act_widths: tuple[int, ...] | None = None
+    out_widths: tuple[int, ...] | None = None
 
 
 @dataclass
@@ -292,6 +338,13 @@ class AggPhase:
     side_from_prev: bool = False
     node_factor: bool = True
     kind: str = "aggregate"
+    #: Mixed-width engine (``docs/sim.md``, mixed precision): the node -> bucket table of the
+    #: source rows (``in_widths`` per bucket) and of the destination rows (``out_buckets``,
+    #: default the same table; ``out_widths`` per bucket). ``None``: the uniform engine.
+    buckets: NodeBuckets | None = field(default=None, repr=False, compare=False)
+    in_widths: tuple[int, ...] | None = None
+    out_widths: tuple[int, ...] | None = None
+    out_buckets: NodeBuckets | None = field(default=None, repr=False, compare=False)
 
 
 Phase = GemmPhase | AggPhase
@@ -353,12 +406,71 @@ def _bits(p: PrecisionConfig, layer: int, role: str) -> int:
     return int(p.spec(layer, role).bits)
 
 
+#: (layer kind, dataflow order, phase suffix) -> (role of the input rows, role of the output
+#: rows): which per-node tensor each phase reads and writes (the constructors below).
+PHASE_ROLES: dict[tuple[str, str, str], tuple[str, str]] = {
+    ("linear", "", "combine"): ("input", "update"),
+    ("prop", "", "propagate"): ("message", "update"),
+    ("gcn", "combine-first", "combine"): ("input", "message"),
+    ("gcn", "combine-first", "aggregate"): ("message", "update"),
+    ("gcn", "aggregate-first", "aggregate"): ("message", "aggregate"),
+    ("gcn", "aggregate-first", "combine"): ("aggregate", "update"),
+    ("gin", "combine-first", "combine1"): ("input", "message"),
+    ("gin", "combine-first", "aggregate"): ("message", "input"),
+    ("gin", "combine-first", "combine2"): ("input", "update"),
+    ("gin", "aggregate-first", "aggregate"): ("message", "aggregate"),
+    ("gin", "aggregate-first", "combine1"): ("aggregate", "output"),
+    ("gin", "aggregate-first", "combine2"): ("input", "update"),
+    ("sage", "combine-first", "combine"): ("input", "message"),
+    ("sage", "combine-first", "aggregate"): ("message", "update"),
+    ("sage", "aggregate-first", "aggregate"): ("message", "aggregate"),
+    ("sage", "aggregate-first", "combine"): ("aggregate", "update"),
+}
+
+#: One layer's node buckets and the width of every bucketed role (bits per bucket).
+LayerNodes = tuple[NodeBuckets, dict[str, tuple[int, ...]]]
+
+
 def layer_phases(shape: LayerShape, precision: PrecisionConfig, n: int, order: str,
-                 teleport_bits: int = 0) -> list[Phase]:
-    """Phases of one layer in dataflow ``order`` (``aggregate-first``/``combine-first``)."""
+                 teleport_bits: int = 0, nodes: LayerNodes | None = None,
+                 mixed_engine: bool = False) -> list[Phase]:
+    """Phases of one layer in dataflow ``order`` (``aggregate-first``/``combine-first``).
+
+    ``nodes``: the layer's node buckets and the widths of its bucketed roles (degree-aware
+    mixed precision); the phases then carry per-bucket widths (their scalar bits are the
+    widest bucket's). ``mixed_engine``: aggregations of a layer without buckets run on the
+    mixed-width engine too (one bucket, K = 1)."""
     i = shape.index
     b = {r: _bits(precision, i, r) for r in
          ("input", "weight", "output", "message", "aggregate", "update")}
+    if nodes is not None:
+        for r, w in nodes[1].items():
+            b[r] = max(w)
+    phases = _layer_phases(shape, b, n, order, teleport_bits)
+    if nodes is None and not mixed_engine:
+        return phases
+    out: list[Phase] = []
+    for ph in phases:
+        key = (shape.kind, "" if shape.kind in ("linear", "prop") else order,
+               ph.name.split(".", 1)[1])
+        r_in, r_out = PHASE_ROLES[key]
+        if nodes is None:
+            if isinstance(ph, AggPhase):
+                ph = replace(ph, buckets=NodeBuckets.single(n), in_widths=(ph.in_bits,),
+                             out_widths=(ph.out_bits,))
+        elif isinstance(ph, AggPhase):
+            ph = replace(ph, buckets=nodes[0], in_widths=nodes[1].get(r_in),
+                         out_widths=nodes[1].get(r_out))
+        elif r_in in nodes[1] or r_out in nodes[1]:
+            ph = replace(ph, buckets=nodes[0], act_widths=nodes[1].get(r_in),
+                         out_widths=nodes[1].get(r_out))
+        out.append(ph)
+    return out
+
+
+def _layer_phases(shape: LayerShape, b: dict[str, int], n: int, order: str,
+                  teleport_bits: int) -> list[Phase]:
+    i = shape.index
     nm = f"layer{i}"
     if shape.kind == "linear":
         return [GemmPhase(i, f"{nm}.combine", n, shape.k, shape.m, b["input"], b["weight"],
@@ -411,21 +523,24 @@ def layer_phases(shape: LayerShape, precision: PrecisionConfig, n: int, order: s
 
 
 def build_phases(shapes: list[LayerShape], precision: PrecisionConfig, n: int,
-                 orders: dict[int, str], input_pattern: InputPattern | None = None
+                 orders: dict[int, str], input_pattern: InputPattern | None = None,
+                 nodes: dict[int, LayerNodes] | None = None, mixed_engine: bool = False
                  ) -> list[Phase]:
     """All phases of a model, layer by layer (``orders``: dataflow per layer index).
 
     ``input_pattern`` (the dataset's X) is attached to the first phase when that phase is a
     combination streaming X itself (combine-first first layer, MLP first layer); an
     aggregate-first first layer reads X dense, as the integer model does
-    (``model.nn.features.densify``)."""
+    (``model.nn.features.densify``). ``nodes`` (layer index -> :func:`layer_buckets`) and
+    ``mixed_engine``: see :func:`layer_phases`."""
     phases: list[Phase] = []
     teleport_bits = 0
+    nodes = nodes or {}
     for s in shapes:
         if s.kind == "linear":
             teleport_bits = _bits(precision, s.index, "update")
         phases.extend(layer_phases(s, precision, n, orders.get(s.index, "combine-first"),
-                                   teleport_bits))
+                                   teleport_bits, nodes.get(s.index), mixed_engine))
     if input_pattern is not None and phases:
         first = phases[0]
         if isinstance(first, GemmPhase) and first.layer == 0 and first.root_k == 0:
@@ -438,15 +553,50 @@ def build_phases(shapes: list[LayerShape], precision: PrecisionConfig, n: int,
 
 
 def fp32_phases(phases: list[Phase]) -> list[Phase]:
-    """The same phases with every tensor in FP32 (the FP32 counterpart's workload)."""
+    """The same phases with every tensor in FP32 (the FP32 counterpart's workload: the
+    uniform engines, no node buckets)."""
     out: list[Phase] = []
     for p in phases:
         if isinstance(p, GemmPhase):
             out.append(replace(p, act_bits=FP32, weight_bits=FP32, out_bits=FP32,
-                               root_bits=FP32 if p.root_k else 0))
+                               root_bits=FP32 if p.root_k else 0, buckets=None,
+                               act_widths=None, out_widths=None))
         else:
             out.append(replace(p, in_bits=FP32, out_bits=FP32,
-                               side_bits=FP32 if p.side_values else 0))
+                               side_bits=FP32 if p.side_values else 0, buckets=None,
+                               in_widths=None, out_widths=None, out_buckets=None))
+    return out
+
+
+def layer_buckets(precision: PrecisionConfig, shapes: list[LayerShape],
+                  in_degree: np.ndarray) -> dict[int, LayerNodes]:
+    """Node buckets of every layer whose precision has a ``nodes`` table, from the degrees
+    ``deg = in_degree + 1`` (in-degree plus self-loop, ``GraphOps.deg_hat``) with
+    :func:`model.quant.node_precision.degree_buckets`; value: ``(NodeBuckets, {role: bits per
+    bucket})`` for the bucketed roles. Learned buckets need a trained model (ValueError)."""
+    from qgnn.model.quant.node_precision import degree_buckets, degree_thresholds
+
+    deg = torch.from_numpy(np.asarray(in_degree, dtype=np.int64) + 1)
+    out: dict[int, LayerNodes] = {}
+    for s in shapes:
+        node = precision.node_precision(s.index)
+        if node is None:
+            continue
+        if node.learned:
+            raise ValueError(
+                f"precision: layer {s.index}: nodes.by = 'learned' has no node -> bucket table "
+                "before training; the simulator needs degree buckets (degree_quantile or "
+                "degree_threshold)")
+        widths: dict[str, tuple[int, ...]] = {}
+        for role in node.roles:
+            specs = precision.node_specs(s.index, role)
+            if specs is not None:
+                widths[role] = tuple(int(q.bits) for q in specs)
+        if not widths:
+            continue
+        nb = NodeBuckets(degree_buckets(deg, node).numpy().astype(np.int64), len(node.bits),
+                         node.by, tuple(degree_thresholds(deg, node)))
+        out[s.index] = (nb, widths)
     return out
 
 
