@@ -696,7 +696,9 @@ def _canonical_precision(d: Mapping[str, Any]) -> dict[str, Any]:
 
     out: dict[str, Any] = {}
     for k, v in d.items():
-        if isinstance(v, Mapping):
+        if k == "nodes":  # a node-bucket table (bits is a list of widths): validated by the model
+            out[k] = dict(v) if isinstance(v, Mapping) else v
+        elif isinstance(v, Mapping):
             out[str(k)] = _canonical_precision(v)
         elif k == "bits":
             out[k] = check_bits(v)
@@ -706,15 +708,22 @@ def _canonical_precision(d: Mapping[str, Any]) -> dict[str, Any]:
 
 
 def resolved_precision(params: Mapping[str, Any]) -> dict[str, dict[str, Any]]:
-    """Every layer's every role as a :class:`QuantSpec` dict (the precision actually used)."""
+    """Every layer's every role as a :class:`QuantSpec` dict, and its node-bucket table when it
+    has one (the precision actually used)."""
     from dataclasses import asdict
 
     from qgnn.model.quant import PrecisionConfig
     from qgnn.model.quant.precision import ROLES
 
     pc = PrecisionConfig.from_dict(params["precision"])
-    return {f"{i}.{r}": asdict(pc.spec(i, r))
-            for i in range(_num_layers(params)) for r in ROLES}
+    out: dict[str, dict[str, Any]] = {}
+    for i in range(_num_layers(params)):
+        for r in ROLES:
+            out[f"{i}.{r}"] = asdict(pc.spec(i, r))
+        node = pc.node_precision(i)
+        if node is not None:  # degree buckets change the trained model: part of its identity
+            out[f"{i}.nodes"] = asdict(node)
+    return out
 
 
 def _model_hash(params: Mapping[str, Any]) -> str:

@@ -1,5 +1,8 @@
-"""The golden test-vector format: writer and checking reader (format version 2; version 1
-sets, which lack the bit-truncation fields, are still read).
+"""The golden test-vector format: writer and checking reader (format version 3; version 1
+sets, which lack the bit-truncation fields, and version 2 sets, which hold only uniform
+stages, are still read). Version 3 adds mixed-width stages
+(:class:`~model.golden.mixed_stage.MixedAggregationStage`); a set without one is still
+written as version 2.
 
 A vector set is a directory holding ``manifest.json`` beside one ``stageNN.npz`` per
 aggregation stage. The format is documented in ``docs/golden-vectors.md``; the arithmetic in
@@ -29,12 +32,17 @@ import numpy as np
 
 from ..integer import rules
 from . import packing
+from .mixed_stage import MixedAggregationStage
 from .stage import AggregationStage
 
 #: Value of the manifest's ``format`` key.
 FORMAT_NAME = "qgnn-golden-vectors"
 #: Version this module writes; readers accept versions up to this one and reject newer ones.
-FORMAT_VERSION = 2
+FORMAT_VERSION = 3
+#: Version written for a set of uniform stages only (unchanged files for unchanged content).
+UNIFORM_VERSION = 2
+#: Stage kinds of a version-3 manifest entry (``kind`` key).
+STAGE_KINDS = ("uniform", "mixed")
 #: Name of the manifest file inside a vector-set directory.
 MANIFEST_NAME = "manifest.json"
 
@@ -71,6 +79,52 @@ ARRAY_NAMES = (
     "indices",
     "multiplier",
     "shift",
+    "codes",
+    "packed_input",
+    "expected_acc",
+    "expected_codes",
+    "expected_packed",
+)
+
+#: Integer fields of a mixed (version 3, ``kind = "mixed"``) manifest stage entry.
+MIXED_INT_FIELDS = (
+    "word_width",
+    "features",
+    "num_nodes",
+    "num_src",
+    "num_terms",
+    "max_terms",
+    "num_buckets",
+    "num_out_buckets",
+    "r_bits",
+    "acc_width",
+    "mult_bits",
+    "max_shift",
+    "input_words",
+    "output_words",
+)
+#: Per-bucket integer-list fields of a mixed manifest entry (``[K]`` or ``[K_out]``).
+MIXED_LIST_FIELDS = (
+    "bits_in",
+    "z_in",
+    "weight",
+    "words_in_bucket",
+    "out_bits",
+    "z_out",
+    "words_out_bucket",
+)
+#: All fields of a mixed manifest stage entry (all required).
+MIXED_FIELDS = ("name", "file", "kind", *MIXED_INT_FIELDS, *MIXED_LIST_FIELDS, "rounding", "meta")
+#: Arrays of a mixed stage ``.npz`` file (all required), in documentation order.
+MIXED_ARRAY_NAMES = (
+    "indptr",
+    "indices",
+    "multiplier",
+    "shift",
+    "src_bucket",
+    "dst_bucket",
+    "feat_offset",
+    "out_offset",
     "codes",
     "packed_input",
     "expected_acc",
@@ -161,6 +215,53 @@ class GoldenStage:
 
 
 @dataclass
+class GoldenMixedStage:
+    """One checked mixed-width stage of a version-3 vector set.
+
+    Attributes:
+        stage: the stage's integer inputs (:class:`MixedAggregationStage`).
+        expected_acc: expected weighted accumulators ``sum R[k(j)] q_j``, int64 ``[N, F]``.
+        expected_codes: expected output codes, int64 ``[N, F]``.
+        expected_packed: expected output memory bytes, flat uint8
+            ``[output_words * word_width // 8]`` (row ``i`` from word ``out_offset[i]``).
+    """
+
+    stage: MixedAggregationStage
+    expected_acc: np.ndarray
+    expected_codes: np.ndarray
+    expected_packed: np.ndarray
+
+    @property
+    def name(self) -> str:
+        return self.stage.name
+
+    @property
+    def packed_input(self) -> np.ndarray:
+        """Input memory bytes, flat uint8 ``[input_words * word_width // 8]``."""
+        return self.stage.packed_input()
+
+    @property
+    def feat_offset(self) -> np.ndarray:
+        """Word address of every source row, int64 ``[N_src]``."""
+        return self.stage.feat_offset
+
+    @property
+    def out_offset(self) -> np.ndarray:
+        """Word address of every output row, int64 ``[N]``."""
+        return self.stage.out_offset
+
+    def input_words(self) -> list[int]:
+        """The input memory as Python-int words, one per word address (testbenches)."""
+        return self.stage.input_words()
+
+    def expected_words(self) -> list[int]:
+        """The expected output memory as Python-int words, one per word address."""
+        nb = self.stage.word_width // 8
+        b = np.asarray(self.expected_packed, dtype=np.uint8).tobytes()
+        return [int.from_bytes(b[k:k + nb], "little") for k in range(0, len(b), nb)]
+
+
+@dataclass
 class VectorSet:
     """A read (and checked) golden vector set.
 
@@ -172,7 +273,7 @@ class VectorSet:
 
     path: Path
     manifest: dict
-    stages: list[GoldenStage]
+    stages: list[GoldenStage | GoldenMixedStage]
 
     def __len__(self) -> int:
         return len(self.stages)
@@ -180,7 +281,7 @@ class VectorSet:
     def __iter__(self) -> Iterator[GoldenStage]:
         return iter(self.stages)
 
-    def stage(self, name: str) -> GoldenStage:
+    def stage(self, name: str) -> GoldenStage | GoldenMixedStage:
         """The stage called ``name`` (``KeyError`` listing the names if absent)."""
         for g in self.stages:
             if g.name == name:
@@ -237,6 +338,58 @@ def _stage_arrays(stage: AggregationStage) -> dict[str, np.ndarray]:
     }
 
 
+def _mixed_entry(stage: MixedAggregationStage, file: str) -> dict:
+    assert stage.acc_width is not None
+    return {
+        "name": stage.name,
+        "file": file,
+        "kind": "mixed",
+        "word_width": int(stage.word_width),
+        "features": stage.features,
+        "num_nodes": stage.num_nodes,
+        "num_src": stage.num_src,
+        "num_terms": stage.num_terms,
+        "max_terms": stage.max_terms,
+        "num_buckets": len(stage.bits_in),
+        "num_out_buckets": len(stage.out_bits),
+        "r_bits": int(stage.r_bits),
+        "acc_width": int(stage.acc_width),
+        "mult_bits": int(stage.mult_bits),
+        "max_shift": rules.MAX_SHIFT,
+        "input_words": int(stage.src_words.sum()),
+        "output_words": int(stage.out_words.sum()),
+        "bits_in": [int(b) for b in stage.bits_in],
+        "z_in": [int(z) for z in stage.z_in],
+        "weight": [int(r) for r in stage.weight],
+        "words_in_bucket": [int(w) for w in stage.words_in_bucket()],
+        "out_bits": [int(b) for b in stage.out_bits],
+        "z_out": [int(z) for z in stage.z_out],
+        "words_out_bucket": [int(w) for w in stage.words_out_bucket()],
+        "rounding": rules.ROUNDING,
+        "meta": dict(stage.meta),
+    }
+
+
+def _mixed_arrays(stage: MixedAggregationStage) -> dict[str, np.ndarray]:
+    acc = stage.accumulate()
+    out = stage.requantize(acc - stage.correction()[:, None])
+    return {
+        "indptr": stage.indptr.astype(np.int64),
+        "indices": stage.indices.astype(np.int64),
+        "multiplier": stage.multiplier.astype(np.int64),
+        "shift": stage.shift.astype(np.int64),
+        "src_bucket": stage.src_bucket.astype(np.int64),
+        "dst_bucket": stage.dst_bucket.astype(np.int64),
+        "feat_offset": stage.feat_offset.astype(np.int64),
+        "out_offset": stage.out_offset.astype(np.int64),
+        "codes": stage.codes.astype(np.uint8),
+        "packed_input": stage.packed_input(),
+        "expected_acc": acc.astype(np.int64),
+        "expected_codes": out.astype(np.uint8),
+        "expected_packed": stage.packed_output(out),
+    }
+
+
 def _write_file_synced(path: Path, write: Any) -> None:
     with open(path, "wb") as fh:
         write(fh)
@@ -246,10 +399,13 @@ def _write_file_synced(path: Path, write: Any) -> None:
 
 def write_vectors(
     path: str | os.PathLike[str],
-    stages: Sequence[AggregationStage],
+    stages: Sequence[AggregationStage | MixedAggregationStage],
     source: Mapping[str, Any] | None = None,
 ) -> Path:
     """Write a golden vector set to directory ``path`` and return it.
+
+    A set with at least one :class:`MixedAggregationStage` is written as format version 3
+    (every entry then has a ``kind``); a set of uniform stages only as version 2, as before.
 
     The expected outputs come from :meth:`AggregationStage.compute` (so a row too long for a
     stage's ``acc_width`` raises :class:`~model.integer.rules.AccumulatorOverflowError`).
@@ -267,6 +423,10 @@ def write_vectors(
     stages = list(stages)
     if not stages:
         raise ValueError("a vector set needs at least one stage")
+    for i, st in enumerate(stages):
+        if not isinstance(st, (AggregationStage, MixedAggregationStage)):
+            raise TypeError(f"stages[{i}] is a {type(st).__name__}, expected AggregationStage "
+                            "or MixedAggregationStage")
     names = [s.name for s in stages]
     dup = sorted({n for n in names if names.count(n) > 1})
     if dup:
@@ -274,19 +434,29 @@ def write_vectors(
     if out.exists() and not out.is_dir():
         raise NotADirectoryError(f"{out}: exists and is not a directory")
 
+    mixed = any(isinstance(st, MixedAggregationStage) for st in stages)
     entries = []
     payloads = []
     for i, st in enumerate(stages):
         file = _stage_file_name(i, len(stages))
-        entry = _stage_entry(st, file)
-        arrays = _stage_arrays(st)
         # The writer applies the reader's own checks: it never writes a set it would reject.
-        _check_stage(Path(MANIFEST_NAME), f"stages[{i}]", Path(file), entry, arrays, check=False)
+        if isinstance(st, MixedAggregationStage):
+            entry = _mixed_entry(st, file)
+            arrays = _mixed_arrays(st)
+            _check_mixed_stage(Path(MANIFEST_NAME), f"stages[{i}]", Path(file), entry, arrays,
+                               check=False)
+        else:
+            entry = _stage_entry(st, file)
+            if mixed:
+                entry = {"name": entry["name"], "file": file, "kind": "uniform", **entry}
+            arrays = _stage_arrays(st)
+            _check_stage(Path(MANIFEST_NAME), f"stages[{i}]", Path(file), entry, arrays,
+                         check=False)
         entries.append(entry)
         payloads.append((file, arrays))
     manifest = {
         "format": FORMAT_NAME,
-        "version": FORMAT_VERSION,
+        "version": FORMAT_VERSION if mixed else UNIFORM_VERSION,
         "created_by": _created_by(),
         "source": dict(source or {}),
         "rounding": rules.ROUNDING,
@@ -370,11 +540,15 @@ def read_vectors(path: str | os.PathLike[str], check: bool = True) -> VectorSet:
     entries = _check_manifest(mpath, manifest)
     if manifest["version"] < 2:  # version 1 had no bit truncation: fill in what it implies
         entries = [{**V2_FIELDS, **e} for e in entries]
-    stages = []
+    stages: list[GoldenStage | GoldenMixedStage] = []
     for i, entry in enumerate(entries):
         fpath = root / entry["file"]
         arrays = _load_arrays(fpath, f"stages[{i}]")
-        stages.append(_check_stage(mpath, f"stages[{i}]", fpath, entry, arrays, check=check))
+        if entry.get("kind") == "mixed" and manifest["version"] >= 3:
+            stages.append(_check_mixed_stage(mpath, f"stages[{i}]", fpath, entry, arrays,
+                                             check=check))
+        else:
+            stages.append(_check_stage(mpath, f"stages[{i}]", fpath, entry, arrays, check=check))
     return VectorSet(path=root, manifest=manifest, stages=stages)
 
 
@@ -417,10 +591,23 @@ def _check_manifest(mpath: Path, manifest: Any) -> list[dict]:
         where = f"stages[{i}]"
         if not isinstance(e, dict):
             raise fail(where, "must be a JSON object")
-        for key in STAGE_FIELDS:
+        kind = "uniform"
+        if version >= 3:
+            if "kind" not in e:
+                raise fail(f"{where}.kind", "missing manifest key (version 3 entries have one)")
+            kind = e["kind"]
+            if kind not in STAGE_KINDS:
+                raise fail(f"{where}.kind", f"is {kind!r}; allowed: {list(STAGE_KINDS)}")
+        fields = MIXED_FIELDS if kind == "mixed" else STAGE_FIELDS
+        for key in fields:
             if key not in e and not (version < 2 and key in V2_FIELDS):
                 raise fail(f"{where}.{key}", "missing manifest key")
-        for key in STAGE_INT_FIELDS:
+        for key in MIXED_LIST_FIELDS if kind == "mixed" else ():
+            v = e[key]
+            if not isinstance(v, list) or not all(
+                    isinstance(x, int) and not isinstance(x, bool) for x in v):
+                raise fail(f"{where}.{key}", f"must be a list of integers, got {v!r}")
+        for key in MIXED_INT_FIELDS if kind == "mixed" else STAGE_INT_FIELDS:
             v = e[key]
             if not isinstance(v, int) or isinstance(v, bool):
                 raise fail(f"{where}.{key}", f"must be an integer, got {v!r}")
@@ -673,13 +860,232 @@ def _check_expected(fpath: Path, g: GoldenStage) -> None:
             )
 
 
+def _check_mixed_stage(
+    mpath: Path, where: str, fpath: Path, e: dict, arrays: Mapping[str, np.ndarray], check: bool
+) -> GoldenMixedStage:
+    """Check one mixed-width (version 3) stage entry ``where`` against its arrays.
+
+    Problems with a manifest value name ``mpath`` and ``where.field``; problems with an array
+    name ``fpath`` and ``where.array``.
+    """
+
+    def fail(field: str, msg: str) -> VectorFormatError:
+        return VectorFormatError(f"{fpath}: {where}.{field}: {msg}")
+
+    def fail_m(field: str, msg: str) -> VectorFormatError:
+        return VectorFormatError(f"{mpath}: {where}.{field}: {msg} (stage file {fpath.name})")
+
+    # --- manifest numbers on their own ---------------------------------------------------
+    ww = e["word_width"]
+    if ww not in packing.WORD_WIDTHS:
+        raise fail_m("word_width", f"{ww} not allowed; allowed: {packing.WORD_WIDTHS}")
+    features = e["features"]
+    if features < 1:
+        raise fail_m("features", f"must be >= 1, got {features}")
+    for key in ("num_nodes", "num_src", "num_terms", "max_terms"):
+        if e[key] < 0:
+            raise fail_m(key, f"must be >= 0, got {e[key]}")
+    k_in, k_out = e["num_buckets"], e["num_out_buckets"]
+    for key, k in (("num_buckets", k_in), ("num_out_buckets", k_out)):
+        if k < 1:
+            raise fail_m(key, f"must be >= 1, got {k}")
+    for key, k in (("bits_in", k_in), ("z_in", k_in), ("weight", k_in),
+                   ("words_in_bucket", k_in), ("out_bits", k_out), ("z_out", k_out),
+                   ("words_out_bucket", k_out)):
+        if len(e[key]) != k:
+            which = "num_buckets" if k is k_in else "num_out_buckets"
+            raise fail_m(key, f"has {len(e[key])} entries, but {which} = {k}")
+    allowed = "{" + ",".join(map(str, rules.HW_BITS)) + "}"
+    for key in ("bits_in", "out_bits"):
+        for k, b in enumerate(e[key]):
+            if b not in rules.HW_BITS:
+                raise fail_m(f"{key}[{k}]", f"{b} not in {allowed}")
+    for zkey, bkey in (("z_in", "bits_in"), ("z_out", "out_bits")):
+        for k, (z, b) in enumerate(zip(e[zkey], e[bkey], strict=True)):
+            if not 0 <= z < (1 << b):
+                raise fail_m(f"{zkey}[{k}]", f"{z} outside 0..{(1 << b) - 1} ({bkey}[{k}] = {b})")
+    r_bits = e["r_bits"]
+    if not 1 <= r_bits <= 32:
+        raise fail_m("r_bits", f"must be in 1..32, got {r_bits}")
+    for k, r in enumerate(e["weight"]):
+        if not 0 <= r < (1 << r_bits):
+            raise fail_m(f"weight[{k}]", f"{r} outside 0..{(1 << r_bits) - 1} (r_bits = {r_bits})")
+    for wkey, bkey in (("words_in_bucket", "bits_in"), ("words_out_bucket", "out_bits")):
+        for k, (w, b) in enumerate(zip(e[wkey], e[bkey], strict=True)):
+            want = packing.words_per_row(features, b, ww)
+            if w != want:
+                raise fail_m(f"{wkey}[{k}]", f"is {w}, but ceil(features * {bkey}[{k}] / "
+                             f"word_width) = ceil({features} * {b} / {ww}) = {want}")
+    mult_bits, max_shift, acc_w = e["mult_bits"], e["max_shift"], e["acc_width"]
+    if not 1 <= mult_bits <= rules.MAX_PRODUCT_WIDTH:
+        raise fail_m("mult_bits", f"must be in 1..{rules.MAX_PRODUCT_WIDTH}, got {mult_bits}")
+    if not 0 <= max_shift <= rules.MAX_SHIFT:
+        raise fail_m("max_shift", f"must be in 0..{rules.MAX_SHIFT}, got {max_shift}")
+    if not 1 <= acc_w <= rules.MAX_PRODUCT_WIDTH - mult_bits - 1:
+        raise fail_m("acc_width", f"must be in 1..{rules.MAX_PRODUCT_WIDTH - mult_bits - 1} "
+                     f"(acc_width + 1 + mult_bits <= {rules.MAX_PRODUCT_WIDTH}), got {acc_w}")
+
+    # --- presence, dtype and shape of every array -----------------------------------------
+    n, n_src, n_terms = e["num_nodes"], e["num_src"], e["num_terms"]
+    nb = ww // 8
+    i64, u8 = np.dtype(np.int64), np.dtype(np.uint8)
+    spec: dict[str, tuple[np.dtype, tuple[int, ...], str]] = {
+        "indptr": (i64, (n + 1,), f"num_nodes + 1 = {n} + 1"),
+        "indices": (i64, (n_terms,), f"num_terms = {n_terms}"),
+        "multiplier": (i64, (n,), f"num_nodes = {n}"),
+        "shift": (i64, (n,), f"num_nodes = {n}"),
+        "src_bucket": (i64, (n_src,), f"num_src = {n_src}"),
+        "dst_bucket": (i64, (n,), f"num_nodes = {n}"),
+        "feat_offset": (i64, (n_src,), f"num_src = {n_src}"),
+        "out_offset": (i64, (n,), f"num_nodes = {n}"),
+        "codes": (u8, (n_src, features), f"num_src, features = {n_src}, {features}"),
+        "packed_input": (u8, (e["input_words"] * nb,),
+                         f"input_words * word_width / 8 = {e['input_words'] * nb}"),
+        "expected_acc": (i64, (n, features), f"num_nodes, features = {n}, {features}"),
+        "expected_codes": (u8, (n, features), f"num_nodes, features = {n}, {features}"),
+        "expected_packed": (u8, (e["output_words"] * nb,),
+                            f"output_words * word_width / 8 = {e['output_words'] * nb}"),
+    }
+    for name, (dtype, shape, formula) in spec.items():
+        if name not in arrays:
+            raise fail(name, "missing array")
+        a = arrays[name]
+        if a.dtype != dtype:
+            raise fail(name, f"dtype is {a.dtype}, expected {dtype}")
+        if a.ndim != len(shape):
+            raise fail(name, f"has {a.ndim} dimensions, expected {len(shape)} ({formula})")
+        if a.shape != shape:
+            raise fail(name, f"shape is {a.shape}, but the manifest requires {shape} "
+                       f"({formula}); manifest and arrays disagree")
+    indptr, indices = arrays["indptr"], arrays["indices"]
+    src_b, dst_b = arrays["src_bucket"], arrays["dst_bucket"]
+    codes = arrays["codes"]
+
+    # --- CSR ------------------------------------------------------------------------------
+    if indptr[0] != 0:
+        raise fail("indptr", f"indptr[0] is {int(indptr[0])}, must be 0")
+    steps = np.diff(indptr)
+    if np.any(steps < 0):
+        k = int(np.argmax(steps < 0))
+        raise fail("indptr", f"must be non-decreasing; indptr[{k}]={int(indptr[k])} > "
+                   f"indptr[{k + 1}]={int(indptr[k + 1])}")
+    if indptr[-1] != indices.shape[0]:
+        raise fail("indptr", f"indptr[-1] is {int(indptr[-1])}, must equal len(indices) = "
+                   f"{indices.shape[0]}")
+
+    def in_range(name: str, a: np.ndarray, lo: int, hi: int | np.ndarray, what: str) -> None:
+        if a.size:
+            hi_b = hi if np.ndim(hi) == 0 else np.asarray(hi).reshape(
+                (-1,) + (1,) * (a.ndim - 1))
+            bad = (a.astype(np.int64) < lo) | (a.astype(np.int64) > hi_b)
+            if np.any(bad):
+                k = tuple(int(x) for x in np.argwhere(bad)[0])
+                top = hi if np.ndim(hi) == 0 else int(np.asarray(hi)[k[0]])
+                idx = ", ".join(map(str, k))
+                raise fail(name, f"value {int(a[k])} at [{idx}] out of range {lo}..{top} ({what})")
+
+    in_range("indices", indices, 0, n_src - 1, "num_src")
+    max_terms = int(steps.max(initial=0))
+    if e["max_terms"] != max_terms:
+        raise fail_m("max_terms", f"is {e['max_terms']}, but the longest CSR row has "
+                     f"{max_terms} terms")
+    in_range("src_bucket", src_b, 0, k_in - 1, "num_buckets")
+    in_range("dst_bucket", dst_b, 0, k_out - 1, "num_out_buckets")
+    bits_in = np.asarray(e["bits_in"], dtype=np.int64)
+    out_bits = np.asarray(e["out_bits"], dtype=np.int64)
+    in_range("codes", codes, 0, (1 << bits_in[src_b]) - 1,
+             "row j holds bits_in[src_bucket[j]]-bit codes")
+
+    # --- word addresses -------------------------------------------------------------------
+    for name, b, words, total_key in (
+            ("feat_offset", src_b, e["words_in_bucket"], "input_words"),
+            ("out_offset", dst_b, e["words_out_bucket"], "output_words")):
+        w = np.asarray(words, dtype=np.int64)[b]
+        want = np.concatenate([[0], np.cumsum(w)]).astype(np.int64)
+        got = arrays[name]
+        if not np.array_equal(got, want[:-1]):
+            r = int(np.argmax(got != want[:-1]))
+            raise fail(name, f"{name}[{r}] = {int(got[r])}, but the rows before it at their "
+                       f"buckets' widths end at word {int(want[r])} (prefix sums of "
+                       f"{'words_in_bucket[src_bucket]' if name == 'feat_offset' else 'words_out_bucket[dst_bucket]'})")
+        if e[total_key] != int(want[-1]):
+            raise fail_m(total_key, f"is {e[total_key]}, but the rows at their buckets' widths "
+                         f"take {int(want[-1])} words")
+
+    weight = tuple(e["weight"])
+    max_weight = max(r * ((1 << int(b)) - 1) for r, b in zip(weight, bits_in, strict=True))
+    need = max(1, (max(max_terms, 1) * max_weight).bit_length())
+    if acc_w < need:
+        raise fail_m("acc_width", f"{acc_w} bits is too small: {max_terms} terms of weighted "
+                     f"codes up to {max_weight} need {need} bits")
+    in_range("multiplier", arrays["multiplier"], 0, (1 << mult_bits) - 1, f"mult_bits = {mult_bits}")
+    in_range("shift", arrays["shift"], 0, max_shift, f"max_shift = {max_shift}")
+    in_range("expected_acc", arrays["expected_acc"], 0, (1 << acc_w) - 1, f"acc_width = {acc_w}")
+    in_range("expected_codes", arrays["expected_codes"], 0, (1 << out_bits[dst_b]) - 1,
+             "row i holds out_bits[dst_bucket[i]]-bit codes")
+
+    try:
+        stage = MixedAggregationStage(
+            name=e["name"], indptr=indptr, indices=indices, codes=codes.astype(np.int64),
+            src_bucket=src_b, bits_in=tuple(e["bits_in"]), z_in=tuple(e["z_in"]),
+            weight=weight, dst_bucket=dst_b, out_bits=tuple(e["out_bits"]),
+            z_out=tuple(e["z_out"]), multiplier=arrays["multiplier"], shift=arrays["shift"],
+            r_bits=r_bits, mult_bits=mult_bits, word_width=ww, acc_width=acc_w,
+            meta=dict(e["meta"]))
+    except ValueError as exc:  # everything above should have caught it first
+        raise fail("(stage)", str(exc)) from exc
+
+    # --- packing --------------------------------------------------------------------------
+    def row_of(byte: int, offsets: np.ndarray) -> int:
+        return int(np.searchsorted(offsets, byte // nb, side="right")) - 1
+
+    packed = stage.packed_input()
+    if not np.array_equal(packed, arrays["packed_input"]):
+        (b,) = _first_diff(packed, arrays["packed_input"])
+        r = row_of(b, stage.feat_offset)
+        raise fail("packed_input", f"differs from pack(codes) at byte {b} (word {b // nb}, "
+                   f"source row {r}, bucket {int(src_b[r])}, {int(bits_in[src_b[r]])}-bit lanes; "
+                   f"file 0x{int(arrays['packed_input'][b]):02x}, packed codes 0x{int(packed[b]):02x})")
+    exp_codes = arrays["expected_codes"].astype(np.int64)
+    packed_out = stage.packed_output(exp_codes)
+    if not np.array_equal(packed_out, arrays["expected_packed"]):
+        (b,) = _first_diff(packed_out, arrays["expected_packed"])
+        r = row_of(b, stage.out_offset)
+        raise fail("expected_packed", f"differs from pack(expected_codes) at byte {b} (word "
+                   f"{b // nb}, row {r}, out bucket {int(dst_b[r])}; file "
+                   f"0x{int(arrays['expected_packed'][b]):02x}, packed codes 0x{int(packed_out[b]):02x})")
+    golden = GoldenMixedStage(stage=stage, expected_acc=arrays["expected_acc"].astype(np.int64),
+                              expected_codes=exp_codes, expected_packed=arrays["expected_packed"])
+    if check:
+        try:
+            acc = stage.accumulate()
+            out = stage.requantize(acc - stage.correction()[:, None])
+        except (ValueError, ArithmeticError) as exc:
+            raise VectorFormatError(f"{fpath}: stage {stage.name!r}: reference computation "
+                                    f"failed: {exc}") from exc
+        for field, want_a, got_a in (("expected_acc", acc, golden.expected_acc),
+                                     ("expected_codes", out, golden.expected_codes)):
+            if not np.array_equal(want_a, got_a):
+                i, f = _first_diff(want_a, got_a)
+                raise VectorFormatError(
+                    f"{fpath}: {where}.{field}: stage {stage.name!r} disagrees with the "
+                    f"reference at node {i}, feature {f} (file {int(got_a[i, f])}, reference "
+                    f"{int(want_a[i, f])})")
+    return golden
+
+
 __all__ = [
     "ARRAY_NAMES",
     "FORMAT_NAME",
     "FORMAT_VERSION",
     "MANIFEST_KEYS",
+    "MIXED_ARRAY_NAMES",
+    "MIXED_FIELDS",
     "MANIFEST_NAME",
     "STAGE_FIELDS",
+    "STAGE_KINDS",
+    "UNIFORM_VERSION",
+    "GoldenMixedStage",
     "GoldenStage",
     "VectorFormatError",
     "VectorSet",

@@ -18,7 +18,7 @@ straightforward definitions instead (``AggregationStage.compute``, ``rules.requa
 
 from __future__ import annotations
 
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -28,6 +28,7 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor
 
+from ..golden.mixed_stage import MixedAggregationStage
 from ..golden.stage import AggregationStage
 from ..nn.features import SparseFeatures, cached_model_input
 from ..nn.gcn_conv import QGCNConv
@@ -38,6 +39,7 @@ from ..nn.models import QConvStack, QDecoupled, QuantGNN
 from ..nn.propagation import QPropagation
 from ..nn.sage_conv import QSAGEConv
 from ..nn.smp_propagation import QSMPPropagation
+from ..quant.node_precision import NodeBucketQuantizer, node_quantizers
 from ..quant.quantizer import Quantizer
 from . import kernels, rules
 from .fixed import IntegerConversionError, QParams, Requant, int_matmul
@@ -194,7 +196,7 @@ class IntLayer:
 
     def __init__(self) -> None:
         self.trace: Trace = {}
-        self.stages: list[AggregationStage] = []
+        self.stages: list[AggregationStage | MixedAggregationStage] = []
         self._ws = kernels.Workspace()  # reused scratch (matmul results) between passes
 
     def _matmul(self, x: Any, w_centred: np.ndarray, tag: str = "mm") -> np.ndarray:
@@ -573,6 +575,159 @@ class IntSMPPropagation(IntLayer):
         return self._rec(self.upd, y)
 
 
+# --------------------------------------------------------------------------------------------
+# degree-aware node buckets (per-node widths): GCN
+# --------------------------------------------------------------------------------------------
+class NodeQParams:
+    """Per-node quantizer parameters of one role: the bucket of every node and the
+    :class:`QParams` of every bucket (one bucket for a role without node buckets)."""
+
+    def __init__(self, model: torch.nn.Module, q: Any, n: int) -> None:
+        if isinstance(q, NodeBucketQuantizer):
+            self.assign = q.assignment().cpu().numpy().astype(np.int64).reshape(-1)
+            self.qps = [_qp(model, b) for b in q.buckets]
+        else:
+            self.assign = np.zeros(n, dtype=np.int64)
+            self.qps = [_qp(model, q)]
+        if self.assign.shape != (n,):
+            raise IntegerConversionError(f"{self.qps[0].name}: node buckets are bound to a graph "
+                                         f"of {self.assign.size} nodes, not {n}")
+        for qp in self.qps:
+            if not qp.per_tensor or qp.truncated:
+                raise IntegerConversionError(
+                    f"{qp.name}: per-node widths need per-tensor, not bit-truncated quantizers "
+                    "in every bucket")
+
+    @property
+    def bucketed(self) -> bool:
+        return len(self.qps) > 1
+
+
+def _bucket_groups(*qs: NodeQParams) -> Iterator[tuple[np.ndarray, list[QParams]]]:
+    """Rows sharing one bucket in every role of ``qs``, with those buckets' parameters."""
+    key = np.stack([q.assign for q in qs], axis=1)
+    uniq, inv = np.unique(key, axis=0, return_inverse=True)
+    inv = inv.reshape(-1)
+    for g, combo in enumerate(uniq):
+        yield np.flatnonzero(inv == g), [q.qps[int(c)] for q, c in zip(qs, combo, strict=True)]
+
+
+def _requant_rows(src: NodeQParams, dst: NodeQParams, n: int, f: int,
+                  values: Callable[[np.ndarray, QParams], np.ndarray],
+                  factor: Callable[[np.ndarray, QParams, QParams], Any],
+                  bias: np.ndarray | None = None, relu: bool = False) -> np.ndarray:
+    """Requantize row by row: rows with source bucket ``a`` and target bucket ``b`` use
+    :class:`Requant` with ``factor(rows, a, b)`` onto ``b``; int64 ``[n, f]`` codes."""
+    out = np.zeros((n, f), dtype=np.int64)
+    for rows, (a, b) in _bucket_groups(src, dst):
+        out[rows] = Requant.build([factor(rows, a, b)], b, bias=bias, relu=relu)(values(rows, a))
+    return out
+
+
+def _dense_input(x: Any) -> np.ndarray:
+    if isinstance(x, SparseFeatures):
+        crow = x.pattern.crow.cpu().numpy()
+        col = x.pattern.col.cpu().numpy()
+        vals = x.values.detach().cpu().numpy()
+        return np.asarray(sp.csr_matrix((vals, col, crow), shape=x.shape).toarray())
+    return x.detach().cpu().numpy() if isinstance(x, Tensor) else np.asarray(x)
+
+
+class IntMixedGCN(IntLayer):
+    """A GCN layer whose per-node roles follow node buckets (per-node widths).
+
+    Every row-wise step (input quantization/requantization, ``x W``, message, update) runs
+    per group of rows sharing their buckets, with those buckets' quantizers; the aggregation
+    is a :class:`~model.golden.mixed_stage.MixedAggregationStage`. Message bucket ``k`` (step
+    ``s_k``) gets the weight ``R[k] = round(s_k / s_c)`` with the common step ``s_c =
+    max_k s_k / (2**r_bits - 1)`` (integers, relative error at most ``1 / (2 R[k])``), and
+    row ``i`` the multiplier/shift of ``s_c * dinv_i / s_agg[k(i)]`` (its aggregate bucket).
+    Traces are not recorded (the codes of one tensor have several scales).
+    """
+
+    def __init__(self, model: QuantGNN, conv: QGCNConv, g: GraphOps, prev: NodeQParams | None,
+                 mult_bits: int, name: str, r_bits: int = 16) -> None:
+        super().__init__()
+        n = int(g.num_nodes)
+        q = conv.q
+        self.n, self.name, self.mult_bits, self.r_bits = n, name, mult_bits, r_bits
+        self.prev = prev
+        self.inp_q = NodeQParams(model, q.input, n)
+        self.w, self.wq = _weight_codes(model, q.weight, conv.lin.weight)
+        self.out_q = NodeQParams(model, q.output, n)
+        self.msg_q = NodeQParams(model, q.message, n)
+        self.agg_nq = NodeQParams(model, q.aggregate, n)
+        self.upd_q = NodeQParams(model, q.update, n)
+        self.upd = self.upd_q.qps[0]
+        for qp in (*self.msg_q.qps, *self.agg_nq.qps):
+            if qp.bits not in rules.HW_BITS:
+                raise IntegerConversionError(f"{qp.name}: {qp.bits}-bit aggregation buckets "
+                                             f"not supported; allowed: {rules.HW_BITS}")
+        self.dinv = _col(g.dinv_sqrt)
+        self.indptr = g.indptr.cpu().numpy().astype(np.int64)
+        self.indices = g.indices.cpu().numpy().astype(np.int64)
+        self.bias = None if conv.bias is None else conv.bias.detach().cpu().numpy().astype(np.float64)
+        self.relu = _act_is_relu(conv.act, name)
+        steps = np.array([float(qp.scale) for qp in self.msg_q.qps], dtype=np.float64)
+        self.common_step = float(steps.max()) / ((1 << r_bits) - 1)
+        self.weight = tuple(max(1, int(v)) for v in np.rint(steps / self.common_step))
+        s_agg = np.array([float(qp.scale) for qp in self.agg_nq.qps])[self.agg_nq.assign]
+        factor = self.common_step * self.dinv.reshape(-1) / s_agg
+        self.multiplier, self.shift = rules.multiplier_shift(factor, mult_bits)
+
+    def forward(self, x: Any) -> np.ndarray:
+        self.stages = []
+        n = self.n
+        f_in = self.w.shape[1]
+        xc = np.zeros((n, f_in), dtype=np.int64)
+        if self.prev is None:
+            sparse = isinstance(x, SparseFeatures)
+            xd = _dense_input(x)
+            for rows, (b,) in _bucket_groups(self.inp_q):
+                if sparse and int(b.centred(_quantize_real(np.zeros(1), b))[0]) != 0:
+                    raise IntegerConversionError(
+                        f"{b.name}: real 0 quantizes to a non-zero level, so a sparse input's "
+                        "implicit zeros would change (use a dense input)")
+                xc[rows] = b.centred(_quantize_real(xd[rows], b))
+        else:
+            prev, h = self.prev, np.asarray(x, dtype=np.int64)
+            codes = _requant_rows(prev, self.inp_q, n, f_in, lambda r, a: a.centred(h[r]),
+                                  lambda r, a, b: a.scale / b.scale)
+            for rows, (b,) in _bucket_groups(self.inp_q):
+                xc[rows] = b.centred(codes[rows])
+        wc = self.wq.centred(self.w)
+        acc = np.asarray(int_matmul(xc, wc), dtype=np.int64)
+        f = wc.shape[0]
+        o = _requant_rows(self.inp_q, self.out_q, n, f, lambda r, a: acc[r],
+                          lambda r, a, b: a.scale * self.wq.scale / b.scale)
+        m = _requant_rows(self.out_q, self.msg_q, n, f, lambda r, a: a.centred(o[r]),
+                          lambda r, a, b: a.scale * self.dinv[r] / b.scale)
+        st = self.stage(m)
+        self.stages.append(st)
+        off_out = np.asarray([-qp.qmin for qp in self.agg_nq.qps], dtype=np.int64)
+        a = st.compute()[1] - off_out[self.agg_nq.assign][:, None]
+        return _requant_rows(self.agg_nq, self.upd_q, n, f, lambda r, q_: q_.centred(a[r]),
+                             lambda r, q_, b: q_.scale / b.scale, bias=self.bias, relu=self.relu)
+
+    def stage(self, message_codes: np.ndarray, word_width: int = 64) -> MixedAggregationStage:
+        """The mixed-width hardware stage for these message codes (offset binary codes)."""
+        mq, aq = self.msg_q, self.agg_nq
+        off_in = [-qp.qmin for qp in mq.qps]
+        off_out = [-qp.qmin for qp in aq.qps]
+        return MixedAggregationStage(
+            name=f"{self.name}.aggregate", indptr=self.indptr, indices=self.indices,
+            codes=message_codes + np.asarray(off_in, dtype=np.int64)[mq.assign][:, None],
+            src_bucket=mq.assign, bits_in=tuple(qp.bits for qp in mq.qps),
+            z_in=tuple(int(qp.zero) + o for qp, o in zip(mq.qps, off_in, strict=True)),
+            weight=self.weight, dst_bucket=aq.assign, out_bits=tuple(qp.bits for qp in aq.qps),
+            z_out=tuple(int(qp.zero) + o for qp, o in zip(aq.qps, off_out, strict=True)),
+            multiplier=self.multiplier, shift=self.shift, r_bits=self.r_bits,
+            mult_bits=self.mult_bits, word_width=word_width,
+            meta={"common_step": self.common_step,
+                  "message_scales": [float(qp.scale) for qp in mq.qps],
+                  "aggregate_scales": [float(qp.scale) for qp in aq.qps]})
+
+
 @dataclass
 class IntegerModel:
     """An integer-only model bound to one graph. See the module docstring."""
@@ -624,8 +779,9 @@ class IntegerModel:
             return np.argmax(self.output.dequantize(codes), axis=1)
         return np.argmax(codes, axis=1)
 
-    def stages(self) -> list[AggregationStage]:
-        """Aggregation stages of the last forward pass, in order."""
+    def stages(self) -> list[AggregationStage | MixedAggregationStage]:
+        """Aggregation stages of the last forward pass, in order (mixed-width stages for a
+        model with node buckets)."""
         return [st for lay in self.layers for st in lay.stages]
 
 
@@ -634,9 +790,24 @@ def to_integer(model: QuantGNN, data: Any, mult_bits: int = rules.DEFAULT_MULT_B
     """Convert a trained (calibrated) quantized model into an :class:`IntegerModel` for ``data``.
 
     ``mult_bits`` is the width of the aggregation datapath's per-node multipliers.
-    Raises :class:`IntegerConversionError` for FP32 roles, per-node quantizers, activations
-    other than ReLU, or model types without an integer form.
+    A GCN whose roles follow degree-aware node buckets (per-node widths,
+    :mod:`model.quant.node_precision`) becomes :class:`IntMixedGCN` layers with mixed-width
+    aggregation stages. Raises :class:`IntegerConversionError` for FP32 roles, per-node
+    quantizers, node buckets in a model other than a GCN, activations other than ReLU, or
+    model types without an integer form.
     """
+    bucketed = [q.name or "?" for q in node_quantizers(model)]
+    if bucketed and isinstance(model, QConvStack) and all(
+            type(c) is QGCNConv for c in model.convs):
+        return _to_integer_mixed_gcn(model, data, mult_bits)
+    if bucketed:
+        raise IntegerConversionError(
+            "per-node widths are not supported by the integer path yet (degree-aware node "
+            f"buckets have no integer-only form): {len(bucketed)} quantizer(s) follow node "
+            f"buckets ({', '.join(bucketed[:3])}"
+            f"{', ...' if len(bucketed) > 3 else ''}) of a {type(model).__name__} "
+            f"({', '.join(sorted({type(c).__name__ for c in getattr(model, 'convs', [])}))}); "
+            "only GCN models have a mixed-width integer form")
     model.eval()
     g = graph_ops(data)
     layers: list[IntLayer] = []
@@ -679,9 +850,26 @@ def to_integer(model: QuantGNN, data: Any, mult_bits: int = rules.DEFAULT_MULT_B
     raise IntegerConversionError(f"{type(model).__name__} has no integer form")
 
 
+def _to_integer_mixed_gcn(model: QConvStack, data: Any, mult_bits: int) -> IntegerModel:
+    """:func:`to_integer` for a GCN with node buckets: every layer an :class:`IntMixedGCN`."""
+    model.eval()
+    g = graph_ops(data)
+    layers: list[IntLayer] = []
+    prev: NodeQParams | None = None
+    for i, conv in enumerate(model.convs):
+        assert isinstance(conv, QGCNConv)
+        lay = IntMixedGCN(model, conv, g, prev, mult_bits, f"layer{i}")
+        layers.append(lay)
+        prev = lay.upd_q
+    last = layers[-1]
+    assert isinstance(last, IntMixedGCN)
+    return IntegerModel("gcn", layers, last.upd, mult_bits)
+
+
 def model_input(data: Any) -> Tensor | SparseFeatures:
     """The raw model input of ``data`` as the float model sees it (sparse when sparse)."""
     return cached_model_input(data)
 
 
-__all__ = ["IntegerConversionError", "IntegerModel", "model_input", "to_integer"]
+__all__ = ["IntMixedGCN", "IntegerConversionError", "IntegerModel", "NodeQParams", "model_input",
+           "to_integer"]

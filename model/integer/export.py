@@ -9,19 +9,21 @@ from pathlib import Path
 from typing import Any
 
 from ..golden.format import write_vectors
+from ..golden.mixed_stage import MixedAggregationStage
 from ..golden.stage import AggregationStage
 from ..nn.models import QuantGNN
 from .convert import IntegerModel, model_input, to_integer
 
 
 def select_stages(
-    stages: Sequence[AggregationStage],
+    stages: Sequence[AggregationStage | MixedAggregationStage],
     layer: int | None = None,
     features: int | None = None,
     word_width: int = 64,
-) -> list[AggregationStage]:
+) -> list[AggregationStage | MixedAggregationStage]:
     """Pick one layer's stage (``layer``, by position) and keep the first ``features`` feature
-    columns (small cases); set the memory word width."""
+    columns (small cases); set the memory word width. Mixed-width stages (models with node
+    buckets) are kept mixed and written as format version 3."""
     chosen = list(stages)
     if layer is not None:
         if not (0 <= layer < len(chosen)):
@@ -50,7 +52,7 @@ def export_vectors(
     features: int | None = None,
     word_width: int = 64,
     mult_bits: int = 16,
-) -> tuple[Path, IntegerModel, list[AggregationStage]]:
+) -> tuple[Path, IntegerModel, list[AggregationStage | MixedAggregationStage]]:
     """Convert ``model`` for ``data``, run the integer path, and write the chosen stages."""
     imodel = to_integer(model, data, mult_bits=mult_bits)
     imodel.forward(model_input(data))

@@ -130,10 +130,13 @@ def test_nodes_off_in_every_layer_is_uniform() -> None:
        kib=st.sampled_from([0.25, 1.0, 256.0]))
 def test_wider_bucket_never_reduces_aggregation_bytes_or_cycles(seed, n, widths, features, pes,
                                                                 overlap, kib) -> None:
-    """Moving nodes to the wider bucket never reduces the mixed aggregation's DRAM bytes or
-    cycles (tilings chosen by the simulator; tiny feature buffers force column tiling or
-    gathers), nor its energy when no row has padding lanes (F a multiple of 32: a narrow
-    row's padding lanes are added too, so with padding a wider row can cost fewer adds)."""
+    """Moving nodes to the wider bucket never reduces the mixed aggregation's DRAM bytes (the
+    simulator picks the plan with the fewest bytes, then the fewest cycles; tiny feature
+    buffers force column tiling or gathers), nor, under any one plan both can use, its cycles
+    and its energy when no row has padding lanes (F a multiple of 32: a narrow row's padding
+    lanes are added too, so with padding a wider row can cost fewer adds). Across *different*
+    plans cycles may fall: a wider graph can make the byte-cheapest plan a faster one (seed 0,
+    n 11, widths (4, 8), F 40, P 2, 0.25 KiB: column x3 232.5 cycles, then gather 228)."""
     rng = np.random.default_rng(seed)
     g = random_graph(seed, n, float(rng.uniform(0.5, 4.0)), features)
     low = (rng.random(n) < 0.3).astype(np.int64)
@@ -143,9 +146,16 @@ def test_wider_bucket_never_reduces_aggregation_bytes_or_cycles(seed, n, widths,
     r = [simulate_agg(mixed_agg(features, b, widths), g, arch, et, overlap_drain=overlap)
          for b in (low, high)]
     assert r[1].dram_bytes >= r[0].dram_bytes
-    assert r[1].cycles >= r[0].cycles
-    if features % 32 == 0:
-        assert r[1].energy_pj >= r[0].energy_pj
+    for tiling in ("whole", "gather"):
+        try:
+            f = [simulate_agg(mixed_agg(features, b, widths), g, arch, et, tiling=tiling,
+                              overlap_drain=overlap) for b in (low, high)]
+        except ValueError:  # the plan does not fit this buffer
+            continue
+        assert f[1].dram_bytes >= f[0].dram_bytes, tiling
+        assert f[1].cycles >= f[0].cycles, tiling
+        if features % 32 == 0:
+            assert f[1].energy_pj >= f[0].energy_pj, tiling
 
 
 def test_lower_threshold_never_reduces_model_bytes() -> None:

@@ -97,6 +97,26 @@ def test_equivalent_spellings_hash_equal_and_arch_shares_the_model_hash() -> Non
     assert d.model_hash == a.model_hash
 
 
+def test_node_buckets_are_part_of_the_model_identity() -> None:
+    """Degree buckets change what is trained: points that differ only in their quantile edge or
+    bucket widths must not share a cached training (their model hashes differ), and a uniform
+    point keeps the hash it had before buckets existed."""
+    def nodes(bits: list[int], edges: list[float]) -> dict[str, Any]:
+        return {"precision": {"nodes": {"by": "degree_quantile", "bits": bits, "edges": edges}}}
+
+    pts = spec(fixed={"dataset": "cora", "bits": 2},
+               points=[{}, nodes([2, 4], [0.9]), nodes([2, 4], [0.8]), nodes([2, 8], [0.9])]
+               ).points
+    assert len({p.model_hash for p in pts}) == 4
+    assert pts[1].params["precision"]["nodes"]["bits"] == [2, 4]
+    again = spec(fixed={"dataset": "cora", "bits": 2}, points=[nodes([2, 4], [0.9])]).points[0]
+    assert again.model_hash == pts[1].model_hash
+    expect_error({"fixed": {"dataset": "cora"}, "evaluate": {"simulate": False},
+                  "points": [{"precision": {"nodes": {"by": "degree_quantile", "bits": [2, 4],
+                                                      "edges": [0.9, 0.5]}}}]},
+                 "precision.nodes.edges")
+
+
 @pytest.mark.skipif(not sim_config_present(), reason="sim/ (sim.config) is not installed")
 def test_arch_points_share_the_model_hash_and_aliases_are_canonical() -> None:
     s = parse_spec({"fixed": {"dataset": "cora"},

@@ -246,7 +246,7 @@ CORRUPTIONS: list[tuple[str, Callable[[Path], None], str, str]] = [
     ("shape-multiplier", edit_arrays(lambda a: _set(a, "multiplier", a["multiplier"][:-1])), "stage00.npz", "multiplier: shape"),
     ("shape-ndim", edit_arrays(lambda a: _set(a, "expected_acc", a["expected_acc"].ravel())), "stage00.npz", "expected_acc: has 1 dimensions"),
     ("shape-packed", edit_arrays(lambda a: _set(a, "packed_input", a["packed_input"][:, :8])), "stage00.npz", "packed_input: shape"),
-    ("version-newer", edit_manifest(lambda m: _set(m, "version", 3)), "manifest.json", "version: format version 3 was written by a newer qgnn"),
+    ("version-newer", edit_manifest(lambda m: _set(m, "version", 4)), "manifest.json", "version: format version 4 was written by a newer qgnn"),
     ("version-bad", edit_manifest(lambda m: _set(m, "version", "1")), "manifest.json", "version: must be a positive integer"),
     ("format-name", edit_manifest(lambda m: _set(m, "format", "other")), "manifest.json", "format: is 'other'"),
     ("rounding", edit_manifest(lambda m: _set(m, "rounding", "half_even")), "manifest.json", "rounding"),
