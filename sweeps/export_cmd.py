@@ -94,8 +94,14 @@ def cmd_export(args: argparse.Namespace) -> int:
     if args.trace:
         print(format_trace(trace(res.model, imodel, data)))
     for st in stages:
+        if hasattr(st, "bits_in"):  # a mixed-width stage (node buckets)
+            widths = (f"mixed {'/'.join(map(str, st.bits_in))}-bit sources -> "
+                      f"{'/'.join(map(str, st.out_bits))}-bit outputs, R = {list(st.weight)}, "
+                      f"{int(st.row_in_words.sum())} input words")
+        else:
+            widths = (f"{st.bits}-bit{' BT' if st.truncated else ''}, {st.words_per_row} "
+                      "words/row")
         print(f"  {st.name}: {st.num_nodes} rows, {st.num_terms} terms, {st.features} features, "
-              f"{st.bits}-bit{' BT' if st.truncated else ''}, {st.words_per_row} words/row, "
-              f"acc {st.acc_width} bits")
+              f"{widths}, acc {st.acc_width} bits")
     print(f"wrote {len(stages)} stage(s) to {path}")
     return 0

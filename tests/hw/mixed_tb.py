@@ -1,4 +1,5 @@
-"""cocotb testbench of ``qgnn_mixed_engine`` (run by test_hw_mixed_rtl.py on Icarus).
+"""cocotb testbench of ``qgnn_mixed_engine`` (run by test_hw_mixed_rtl.py on Icarus); the
+bench itself (:class:`Bench`, :func:`check`, :func:`load`) lives in :mod:`hw.cocotb_mixed`.
 
 Configuration: the JSON file named by ``$QGNN_MIXED_BENCH_CONFIG`` with ``params``
 (``MixedParams.to_dict``), ``images`` (``MixedImage`` fields), ``latency`` (cycles), ``stall``
@@ -12,130 +13,15 @@ drop output ``ready``.
 from __future__ import annotations
 
 import json
-import os
-import random
 import time
-from collections import deque
 from pathlib import Path
 
 import cocotb
-from cocotb.clock import Clock
-from cocotb.triggers import ReadOnly, RisingEdge
-from qgnn.hw.mixed_export import MIXED_CONFIG_ENV
-from qgnn.hw.mixed_memimage import MixedImage
-from qgnn.hw.mixed_params import BUCKET_INPUTS, MixedParams
+from qgnn.hw.cocotb_mixed import KINDS, Bench, check, load
 
 from qgnn.core.timing import mixed_aggregation_cycles
 
-KINDS = ("desc", "idx", "feat")
-
-
-def load() -> tuple[dict, MixedParams, list[MixedImage]]:
-    cfg = json.loads(Path(os.environ[MIXED_CONFIG_ENV]).read_text(encoding="utf-8"))
-    return cfg, MixedParams.from_dict(cfg["params"]), [MixedImage(**d) for d in cfg["images"]]
-
-
-class Bench:
-    def __init__(self, dut, prm: MixedParams) -> None:  # noqa: ANN001
-        self.dut = dut
-        self.prm = prm
-        Clock(dut.clk, 10, unit="ns").start()
-
-    def sig(self, port: str, pe: int, field: str):  # noqa: ANN201
-        return getattr(self.dut, f"{port}__{pe}__{field}")
-
-    def idle(self) -> None:
-        self.dut.start.value = 0
-        for p in range(self.prm.pes):
-            for k in KINDS:
-                self.sig(f"{k}_req", p, "ready").value = 0
-                self.sig(f"{k}_resp", p, "valid").value = 0
-            self.sig("out", p, "ready").value = 0
-
-    async def reset(self) -> None:
-        self.idle()
-        self.dut.rst.value = 1
-        for _ in range(2):
-            await RisingEdge(self.dut.clk)
-        self.dut.rst.value = 0
-        await RisingEdge(self.dut.clk)
-
-    async def run(self, img: MixedImage, latency: int, p: float = 0.0, seed: int = 0,
-                  stop_after: int | None = None) -> dict:
-        dut, prm = self.dut, self.prm
-        rnd = random.Random(seed)
-        tables = {"desc": img.desc, "idx": img.indices, "feat": img.feat_words}
-        ports = []
-        for pe in range(prm.pes):
-            for k in KINDS:
-                ports.append({"req_v": self.sig(f"{k}_req", pe, "valid"),
-                              "req_r": self.sig(f"{k}_req", pe, "ready"),
-                              "req_p": self.sig(f"{k}_req", pe, "payload"),
-                              "resp_v": self.sig(f"{k}_resp", pe, "valid"),
-                              "resp_r": self.sig(f"{k}_resp", pe, "ready"),
-                              "resp_p": self.sig(f"{k}_resp", pe, "payload"),
-                              "table": tables[k], "q": deque(), "off": False, "r": 0})
-        outs = [(self.sig("out", pe, "valid"), self.sig("out", pe, "ready"),
-                 self.sig("out", pe, "payload")) for pe in range(prm.pes)]
-        out_r = [0] * prm.pes
-        dut.num_nodes.value = img.num_nodes
-        dut.features.value = img.features
-        for name in BUCKET_INPUTS:
-            for k, v in enumerate(getattr(img, name)):
-                getattr(dut, f"{name}__{k}").value = v
-        dut.start.value = 1
-        await RisingEdge(dut.clk)
-        dut.start.value = 0
-        res = {"outputs": {}, "writes": 0, "dups": 0, "cycles": 0, "completed": False}
-        t = 1
-        amask = (1 << prm.addr_bits) - 1
-        while True:
-            for port in ports:
-                r = 0 if (p and rnd.random() < p) else 1
-                port["req_r"].value = r
-                port["r"] = r
-                q = port["q"]
-                if not port["off"] and q and q[0][0] <= t and not (p and rnd.random() < p):
-                    port["off"] = True
-                    port["resp_p"].value = q[0][1]
-                port["resp_v"].value = 1 if port["off"] else 0
-            for k, (_, o_r, _) in enumerate(outs):
-                out_r[k] = 0 if (p and rnd.random() < p) else 1
-                o_r.value = out_r[k]
-            await ReadOnly()
-            if dut.done.value:
-                res.update(completed=True, cycles=t, dut_cycles=int(dut.cycles.value),
-                           overflow=bool(dut.overflow.value))
-                break
-            for port in ports:
-                if port["off"] and port["resp_r"].value:
-                    port["q"].popleft()
-                    port["off"] = False
-                if port["r"] and port["req_v"].value:
-                    a = int(port["req_p"].value)
-                    port["q"].append((t + latency, port["table"][a]))
-            for k, (o_v, _, o_p) in enumerate(outs):
-                if out_r[k] and o_v.value:
-                    v = int(o_p.value)
-                    a = v & amask
-                    res["dups"] += a in res["outputs"]
-                    res["outputs"][a] = v >> prm.addr_bits
-                    res["writes"] += 1
-            if stop_after is not None and t >= stop_after:
-                res["cycles"] = t
-                break
-            if t > 200_000:
-                raise TimeoutError(f"{img.name}: no done")
-            await RisingEdge(dut.clk)
-            t += 1
-        await RisingEdge(dut.clk)
-        self.idle()
-        return res
-
-
-def check(res: dict, img: MixedImage) -> int:
-    bad = sum(res["outputs"].get(a) != w for a, w in enumerate(img.expected))
-    return bad + res["dups"] + sum(a >= len(img.expected) for a in res["outputs"])
+__all__ = ["KINDS", "Bench", "check", "load", "mixed_exact_and_stalls"]
 
 
 @cocotb.test()
