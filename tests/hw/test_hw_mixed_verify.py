@@ -107,6 +107,7 @@ def test_csbm_mixed_export_verify(tmp_path: Path, data_root: str) -> None:
                == _contract(g) for s, g in zip(d["stages"], golden, strict=True))
 
 
+@pytest.mark.slow  # ~70 s on Icarus (driven bench); the csbm test above covers the same path
 def test_cora_mixed_export_verify(tmp_path: Path, data_root: str) -> None:
     """Cora (2708 rows, 13264 terms; F = 64 and 7): exact words and contract cycles, then a
     corrupted expected word is reported (~1.5 min on Icarus: two verify runs of ~36 s)."""
