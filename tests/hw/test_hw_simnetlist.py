@@ -111,11 +111,13 @@ def test_simulation_netlist_compiles_on_icarus(tmp_path: Path) -> None:
 @needs_icarus
 def test_both_netlists_give_the_same_run_icarus(tmp_path: Path) -> None:
     """Same stages, same stall seed: the two netlists of one design take the same cycles,
-    every word exact (the harness' stall draws do not depend on the netlist)."""
+    every word exact (the harness' stall draws do not depend on the netlist). Without stalls
+    the free-running tests of test_hw_freerun.py run the simulation netlist against the
+    contract, and its driven-bench comparison runs the exported one."""
     from qgnn.hw.verify import verify_stages
-    from test_hw_freerun import bt_stages, plain_stages
+    from test_hw_freerun import plain_stages
 
-    cases = ((plain_stages(4, seed=3), 3, 2, 0.3), (bt_stages(seed=8), 2, 1, 0.0))
+    cases = ((plain_stages(4, seed=3)[:3], 3, 2, 0.3),)
     for stages, pes, lat, stalls in cases:
         runs = {}
         for netlist in ("exported", "simulation"):
@@ -125,8 +127,8 @@ def test_both_netlists_give_the_same_run_icarus(tmp_path: Path) -> None:
             assert [d["netlist"] for d in rep.designs] == [netlist]
             runs[netlist] = [s.rtl_cycles for s in rep.stages]
         assert runs["exported"] == runs["simulation"]
-        if stalls == 0.0:
-            assert runs["simulation"] == [s.expected_cycles for s in rep.stages]
+        assert all(c > s.expected_cycles for c, s in zip(runs["simulation"], rep.stages,
+                                                          strict=True))
 
 
 def test_netlist_choice_errors() -> None:
