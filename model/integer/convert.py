@@ -10,6 +10,12 @@ does it: a pure sum of unsigned message codes per destination node, the zero poi
 per-node factor applied once per output (source-side D^-1/2 is folded into the message
 requantization, destination-side into the aggregation's multiplier).
 
+A model whose roles follow degree-aware node buckets (per-node widths) converts to mixed-width
+layers (GCN, GIN, SAGE, and the decoupled model's MLP and APPNP/SMP steps): row-wise steps run
+per group of rows sharing their buckets, with the same :class:`Requant` rules, and every
+aggregation is a :class:`~model.golden.mixed_stage.MixedAggregationStage` (bucket weights
+``R[k]``, see :class:`MixedAggregationSpec`). Traces are recorded per bucket.
+
 The forward pass runs the vectorised kernels of :mod:`model.integer.kernels` (same results,
 same overflow errors); ``with kernels.reference_path(): model.forward(x)`` runs the
 straightforward definitions instead (``AggregationStage.compute``, ``rules.requantize``, the
@@ -28,7 +34,7 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor
 
-from ..golden.mixed_stage import MixedAggregationStage
+from ..golden.mixed_stage import DEFAULT_R_BITS, MixedAggregationStage, weighted_acc_width
 from ..golden.stage import AggregationStage
 from ..nn.features import SparseFeatures, cached_model_input
 from ..nn.gcn_conv import QGCNConv
@@ -39,7 +45,7 @@ from ..nn.models import QConvStack, QDecoupled, QuantGNN
 from ..nn.propagation import QPropagation
 from ..nn.sage_conv import QSAGEConv
 from ..nn.smp_propagation import QSMPPropagation
-from ..quant.node_precision import NodeBucketQuantizer, node_quantizers
+from ..quant.node_precision import NodeBucketQuantizer, bind_graph, node_quantizers
 from ..quant.quantizer import Quantizer
 from . import kernels, rules
 from .fixed import IntegerConversionError, QParams, Requant, int_matmul
@@ -110,14 +116,9 @@ class AggregationSpec:
                 "must have the same width for the aggregation datapath"
             )
         factor = message.scale * np.asarray(dest_factor, dtype=np.float64).reshape(-1) / aggregate.scale
-        # A factor too large for the multiplier (an aggregate range far narrower than one
-        # message step) saturates every output with c != 0 whether it is applied exactly or as
-        # the largest multiplier, as long as that multiplier alone exceeds twice the output
-        # range; c = 0 gives z_out either way. So cap it: the outputs are identical.
-        m_max = (1 << mult_bits) - 1
-        grid = agg.grid_max if (agg := aggregate).grid_max is not None else agg.qmax - agg.qmin
-        if np.any(factor > m_max) and m_max >= 2 * (grid + 1):
-            factor = np.minimum(factor, float(m_max))
+        agg = aggregate
+        grid = agg.grid_max if agg.grid_max is not None else agg.qmax - agg.qmin
+        factor = _capped_factor(factor, grid, mult_bits)  # exact: see _capped_factor
         m, s = rules.multiplier_shift(factor, mult_bits)
         return cls(
             name, indptr.cpu().numpy().astype(np.int64), indices.cpu().numpy().astype(np.int64),
@@ -576,22 +577,40 @@ class IntSMPPropagation(IntLayer):
 
 
 # --------------------------------------------------------------------------------------------
-# degree-aware node buckets (per-node widths): GCN
+# degree-aware node buckets (per-node widths): GCN, GIN, SAGE, decoupled (MLP + APPNP or SMP)
 # --------------------------------------------------------------------------------------------
 class NodeQParams:
     """Per-node quantizer parameters of one role: the bucket of every node and the
-    :class:`QParams` of every bucket (one bucket for a role without node buckets)."""
+    :class:`QParams` of every bucket (one bucket for a role without node buckets).
+
+    Codes of node ``i`` stand for ``(codes - zero_k) * scale_k`` with ``k = assign[i]``: every
+    row has one per-tensor scale and zero point, rows of different buckets different ones."""
 
     def __init__(self, model: torch.nn.Module, q: Any, n: int) -> None:
         if isinstance(q, NodeBucketQuantizer):
-            self.assign = q.assignment().cpu().numpy().astype(np.int64).reshape(-1)
-            self.qps = [_qp(model, b) for b in q.buckets]
+            assign = q.assignment().cpu().numpy().astype(np.int64).reshape(-1)
+            qps = [_qp(model, b) for b in q.buckets]
         else:
-            self.assign = np.zeros(n, dtype=np.int64)
-            self.qps = [_qp(model, q)]
+            assign = np.zeros(n, dtype=np.int64)
+            qps = [_qp(model, q)]
+        self._init(assign, qps, n)
+
+    @classmethod
+    def of(cls, assign: np.ndarray, qps: list[QParams]) -> NodeQParams:
+        """From a bucket table (int64 ``[N]``) and one :class:`QParams` per bucket."""
+        self = cls.__new__(cls)
+        a = np.asarray(assign, dtype=np.int64).reshape(-1)
+        self._init(a, list(qps), a.size)
+        return self
+
+    def _init(self, assign: np.ndarray, qps: list[QParams], n: int) -> None:
+        self.assign, self.qps = assign, qps
         if self.assign.shape != (n,):
             raise IntegerConversionError(f"{self.qps[0].name}: node buckets are bound to a graph "
                                          f"of {self.assign.size} nodes, not {n}")
+        if n and (self.assign.min() < 0 or self.assign.max() >= len(qps)):
+            raise IntegerConversionError(f"{self.qps[0].name}: bucket table values must be in "
+                                         f"0..{len(qps) - 1}")
         for qp in self.qps:
             if not qp.per_tensor or qp.truncated:
                 raise IntegerConversionError(
@@ -601,6 +620,31 @@ class NodeQParams:
     @property
     def bucketed(self) -> bool:
         return len(self.qps) > 1
+
+    def rows(self) -> Iterator[tuple[np.ndarray, QParams]]:
+        """The (non-empty) rows of every bucket, ascending, with its parameters."""
+        for k, qp in enumerate(self.qps):
+            r = np.flatnonzero(self.assign == k)
+            if r.size:
+                yield r, qp
+
+    def per_node(self, values: list[Any]) -> np.ndarray:
+        """``values[assign[i]]`` for every node ``i`` (``[N]``)."""
+        return np.asarray(values)[self.assign]
+
+    def scales(self) -> np.ndarray:
+        """Step of every node's row (float64 ``[N]``)."""
+        return self.per_node([float(qp.scale) for qp in self.qps]).astype(np.float64)
+
+    def offsets(self) -> np.ndarray:
+        """Offset-binary shift ``-qmin`` of every node's row (int64 ``[N]``; 0 if unsigned)."""
+        return self.per_node([-qp.qmin for qp in self.qps]).astype(np.int64)
+
+    def centred(self, codes: np.ndarray) -> np.ndarray:
+        """``codes - zero_k`` row by row (int64, a new array): values in steps of the row's
+        bucket."""
+        c = np.asarray(codes, dtype=np.int64)
+        return c - self.per_node([int(qp.zero) for qp in self.qps]).astype(np.int64)[:, None]
 
 
 def _bucket_groups(*qs: NodeQParams) -> Iterator[tuple[np.ndarray, list[QParams]]]:
@@ -612,15 +656,31 @@ def _bucket_groups(*qs: NodeQParams) -> Iterator[tuple[np.ndarray, list[QParams]
         yield np.flatnonzero(inv == g), [q.qps[int(c)] for q, c in zip(qs, combo, strict=True)]
 
 
-def _requant_rows(src: NodeQParams, dst: NodeQParams, n: int, f: int,
-                  values: Callable[[np.ndarray, QParams], np.ndarray],
-                  factor: Callable[[np.ndarray, QParams, QParams], Any],
-                  bias: np.ndarray | None = None, relu: bool = False) -> np.ndarray:
-    """Requantize row by row: rows with source bucket ``a`` and target bucket ``b`` use
-    :class:`Requant` with ``factor(rows, a, b)`` onto ``b``; int64 ``[n, f]`` codes."""
+#: One term of a row-wise requantization: ``(source, values, extra)`` -- ``values`` (int64
+#: ``[N, F]``) in steps of the source's bucket of each row times ``extra`` (a scalar, a
+#: per-channel ``[F]`` array, or a per-node ``[N, 1]`` column).
+NodeTerm = tuple[NodeQParams, np.ndarray, Any]
+
+
+def _requant_nodes(dst: NodeQParams, terms: list[NodeTerm], bias: np.ndarray | None = None,
+                   relu: bool = False) -> np.ndarray:
+    """Codes of ``dst`` (int64 ``[N, F]``) of ``clamp(round(sum_t v_t s_t extra_t / s_dst [+ b]
+    [relu]) + z_dst)``, each group of rows sharing every bucket (sources and target) with one
+    :class:`Requant` of those buckets' steps (the uniform path's rules, overflow checks and
+    errors). A negative ``extra`` (one sign over all rows) multiplies the negated values
+    (requantization multipliers are unsigned)."""
+    n, f = terms[0][1].shape
     out = np.zeros((n, f), dtype=np.int64)
-    for rows, (a, b) in _bucket_groups(src, dst):
-        out[rows] = Requant.build([factor(rows, a, b)], b, bias=bias, relu=relu)(values(rows, a))
+    for rows, qps in _bucket_groups(*(t[0] for t in terms), dst):
+        b = qps[-1]
+        reals = []
+        for a, (_, _, extra) in zip(qps, terms, strict=False):
+            e = np.asarray(extra, dtype=np.float64)
+            reals.append(a.scale * (e[rows] if e.ndim == 2 and e.shape[0] == n else e) / b.scale)
+        factors, signs = _signed_terms(reals)
+        rq = Requant.build(factors, b, bias=bias, relu=relu)
+        out[rows] = rq(*(v[rows] if sg == 1 else -v[rows]
+                         for (_, v, _), sg in zip(terms, signs, strict=True)))
     return out
 
 
@@ -633,90 +693,103 @@ def _dense_input(x: Any) -> np.ndarray:
     return x.detach().cpu().numpy() if isinstance(x, Tensor) else np.asarray(x)
 
 
-class IntMixedGCN(IntLayer):
-    """A GCN layer whose per-node roles follow node buckets (per-node widths).
+def _capped_factor(factor: np.ndarray, grid: np.ndarray | int, mult_bits: int) -> np.ndarray:
+    """Aggregation factors above the largest multiplier, capped where that is exact.
 
-    Every row-wise step (input quantization/requantization, ``x W``, message, update) runs
-    per group of rows sharing their buckets, with those buckets' quantizers; the aggregation
-    is a :class:`~model.golden.mixed_stage.MixedAggregationStage`. Message bucket ``k`` (step
-    ``s_k``) gets the weight ``R[k] = round(s_k / s_c)`` with the common step ``s_c =
-    max_k s_k / (2**r_bits - 1)`` (integers, relative error at most ``1 / (2 R[k])``), and
-    row ``i`` the multiplier/shift of ``s_c * dinv_i / s_agg[k(i)]`` (its aggregate bucket).
-    Traces are not recorded (the codes of one tensor have several scales).
+    A factor too large for the multiplier (an aggregate range far narrower than one message
+    step) saturates every output with ``c != 0`` whether it is applied exactly or as the largest
+    multiplier, as long as that multiplier alone exceeds twice the output range (``grid`` codes,
+    per row or one for all); ``c = 0`` gives ``z_out`` either way. So cap it there: the outputs
+    are identical. Elsewhere the factor is kept (and :func:`rules.multiplier_shift` refuses it).
+    """
+    m_max = float((1 << mult_bits) - 1)
+    f = np.asarray(factor, dtype=np.float64)
+    ok = m_max >= 2 * (np.asarray(grid, dtype=np.float64) + 1)
+    return np.where((f > m_max) & ok, m_max, f)
+
+
+@dataclass
+class MixedAggregationSpec:
+    """One aggregation whose message and aggregate roles follow node buckets.
+
+    Message bucket ``k`` (step ``s_k``) gets the integer weight ``R[k] = round(s_k / s_c)``
+    (``r_bits`` wide) with the common step ``s_c = max_k s_k / (2**r_bits - 1)`` (relative
+    error at most ``1 / (2 R[k])``), and destination row ``i`` the multiplier/shift of
+    ``s_c * dest_factor_i / s_agg[k(i)]`` (its aggregate bucket). The hardware stage is a
+    :class:`~model.golden.mixed_stage.MixedAggregationStage`; its accumulator, corrected-sum
+    and product widths are derived from the CSR and ``R`` and bounded at conversion.
     """
 
-    def __init__(self, model: QuantGNN, conv: QGCNConv, g: GraphOps, prev: NodeQParams | None,
-                 mult_bits: int, name: str, r_bits: int = 16) -> None:
-        super().__init__()
-        n = int(g.num_nodes)
-        q = conv.q
-        self.n, self.name, self.mult_bits, self.r_bits = n, name, mult_bits, r_bits
-        self.prev = prev
-        self.inp_q = NodeQParams(model, q.input, n)
-        self.w, self.wq = _weight_codes(model, q.weight, conv.lin.weight)
-        self.out_q = NodeQParams(model, q.output, n)
-        self.msg_q = NodeQParams(model, q.message, n)
-        self.agg_nq = NodeQParams(model, q.aggregate, n)
-        self.upd_q = NodeQParams(model, q.update, n)
-        self.upd = self.upd_q.qps[0]
-        for qp in (*self.msg_q.qps, *self.agg_nq.qps):
+    name: str
+    indptr: np.ndarray
+    indices: np.ndarray
+    message: NodeQParams
+    aggregate: NodeQParams
+    common_step: float
+    weight: tuple[int, ...]
+    multiplier: np.ndarray
+    shift: np.ndarray
+    r_bits: int
+    mult_bits: int
+
+    @classmethod
+    def build(cls, name: str, indptr: Tensor | np.ndarray, indices: Tensor | np.ndarray,
+              message: NodeQParams, aggregate: NodeQParams, dest_factor: np.ndarray,
+              mult_bits: int, r_bits: int = DEFAULT_R_BITS) -> MixedAggregationSpec:
+        """Raises :class:`IntegerConversionError` (naming the bucket quantizer or the stage
+        field) for a bucket width the datapath lacks, a message step too fine for an
+        ``r_bits``-bit weight, a factor too large for the multiplier, or a product wider than
+        :data:`~model.integer.rules.MAX_PRODUCT_WIDTH` bits."""
+        for qp in (*message.qps, *aggregate.qps):
             if qp.bits not in rules.HW_BITS:
                 raise IntegerConversionError(f"{qp.name}: {qp.bits}-bit aggregation buckets "
                                              f"not supported; allowed: {rules.HW_BITS}")
-        self.dinv = _col(g.dinv_sqrt)
-        self.indptr = g.indptr.cpu().numpy().astype(np.int64)
-        self.indices = g.indices.cpu().numpy().astype(np.int64)
-        self.bias = None if conv.bias is None else conv.bias.detach().cpu().numpy().astype(np.float64)
-        self.relu = _act_is_relu(conv.act, name)
-        steps = np.array([float(qp.scale) for qp in self.msg_q.qps], dtype=np.float64)
-        self.common_step = float(steps.max()) / ((1 << r_bits) - 1)
-        self.weight = tuple(max(1, int(v)) for v in np.rint(steps / self.common_step))
-        s_agg = np.array([float(qp.scale) for qp in self.agg_nq.qps])[self.agg_nq.assign]
-        factor = self.common_step * self.dinv.reshape(-1) / s_agg
-        self.multiplier, self.shift = rules.multiplier_shift(factor, mult_bits)
-
-    def forward(self, x: Any) -> np.ndarray:
-        self.stages = []
-        n = self.n
-        f_in = self.w.shape[1]
-        xc = np.zeros((n, f_in), dtype=np.int64)
-        if self.prev is None:
-            sparse = isinstance(x, SparseFeatures)
-            xd = _dense_input(x)
-            for rows, (b,) in _bucket_groups(self.inp_q):
-                if sparse and int(b.centred(_quantize_real(np.zeros(1), b))[0]) != 0:
-                    raise IntegerConversionError(
-                        f"{b.name}: real 0 quantizes to a non-zero level, so a sparse input's "
-                        "implicit zeros would change (use a dense input)")
-                xc[rows] = b.centred(_quantize_real(xd[rows], b))
-        else:
-            prev, h = self.prev, np.asarray(x, dtype=np.int64)
-            codes = _requant_rows(prev, self.inp_q, n, f_in, lambda r, a: a.centred(h[r]),
-                                  lambda r, a, b: a.scale / b.scale)
-            for rows, (b,) in _bucket_groups(self.inp_q):
-                xc[rows] = b.centred(codes[rows])
-        wc = self.wq.centred(self.w)
-        acc = np.asarray(int_matmul(xc, wc), dtype=np.int64)
-        f = wc.shape[0]
-        o = _requant_rows(self.inp_q, self.out_q, n, f, lambda r, a: acc[r],
-                          lambda r, a, b: a.scale * self.wq.scale / b.scale)
-        m = _requant_rows(self.out_q, self.msg_q, n, f, lambda r, a: a.centred(o[r]),
-                          lambda r, a, b: a.scale * self.dinv[r] / b.scale)
-        st = self.stage(m)
-        self.stages.append(st)
-        off_out = np.asarray([-qp.qmin for qp in self.agg_nq.qps], dtype=np.int64)
-        a = st.compute()[1] - off_out[self.agg_nq.assign][:, None]
-        return _requant_rows(self.agg_nq, self.upd_q, n, f, lambda r, q_: q_.centred(a[r]),
-                             lambda r, q_, b: q_.scale / b.scale, bias=self.bias, relu=self.relu)
+        ip = np.asarray(indptr.cpu().numpy() if isinstance(indptr, Tensor) else indptr,
+                        dtype=np.int64)
+        ix = np.asarray(indices.cpu().numpy() if isinstance(indices, Tensor) else indices,
+                        dtype=np.int64)
+        steps = np.array([float(qp.scale) for qp in message.qps], dtype=np.float64)
+        if not np.all(np.isfinite(steps) & (steps > 0)):
+            raise IntegerConversionError(f"{name}.weight: message bucket steps must be finite "
+                                         f"and positive, got {steps.tolist()}")
+        r_max = (1 << r_bits) - 1
+        common = float(steps.max()) / r_max
+        ratio = steps / common
+        weight = np.floor(ratio + 0.5)  # round half up, as every rounding of the integer path
+        for k, (qp, r) in enumerate(zip(message.qps, weight, strict=True)):
+            if r < 1:
+                raise IntegerConversionError(
+                    f"{name}.weight: R[{k}] of message bucket {qp.name} (step {steps[k]:.6g}) "
+                    f"rounds to 0: the step is more than {2 * r_max} times finer than the "
+                    f"coarsest bucket's ({steps.max():.6g}), so it has no {r_bits}-bit weight "
+                    f"relative to the common step s_c = max s_k / {r_max}")
+        w = tuple(int(r) for r in weight)
+        max_terms = int(np.diff(ip).max(initial=0))
+        max_weight = max(r * ((1 << qp.bits) - 1) for r, qp in zip(w, message.qps, strict=True))
+        width = weighted_acc_width(max_terms, max_weight) + 1 + mult_bits
+        if width > rules.MAX_PRODUCT_WIDTH:
+            raise IntegerConversionError(
+                f"{name}.product_width: {max_terms} terms of weighted codes up to {max_weight} "
+                f"need a {width}-bit product with {mult_bits}-bit multipliers; at most "
+                f"{rules.MAX_PRODUCT_WIDTH} bits are supported")
+        s_agg = aggregate.scales()
+        factor = common * np.asarray(dest_factor, dtype=np.float64).reshape(-1) / s_agg
+        grid = aggregate.per_node([qp.qmax - qp.qmin for qp in aggregate.qps])
+        factor = _capped_factor(factor, grid, mult_bits)
+        try:
+            m, s = rules.multiplier_shift(factor, mult_bits)
+        except ValueError as e:
+            raise IntegerConversionError(f"{name}.multiplier: {e}") from None
+        return cls(name, ip, ix, message, aggregate, common, w, m, s, r_bits, mult_bits)
 
     def stage(self, message_codes: np.ndarray, word_width: int = 64) -> MixedAggregationStage:
         """The mixed-width hardware stage for these message codes (offset binary codes)."""
-        mq, aq = self.msg_q, self.agg_nq
+        mq, aq = self.message, self.aggregate
         off_in = [-qp.qmin for qp in mq.qps]
         off_out = [-qp.qmin for qp in aq.qps]
         return MixedAggregationStage(
-            name=f"{self.name}.aggregate", indptr=self.indptr, indices=self.indices,
-            codes=message_codes + np.asarray(off_in, dtype=np.int64)[mq.assign][:, None],
+            name=self.name, indptr=self.indptr, indices=self.indices,
+            codes=message_codes + mq.offsets()[:, None],
             src_bucket=mq.assign, bits_in=tuple(qp.bits for qp in mq.qps),
             z_in=tuple(int(qp.zero) + o for qp, o in zip(mq.qps, off_in, strict=True)),
             weight=self.weight, dst_bucket=aq.assign, out_bits=tuple(qp.bits for qp in aq.qps),
@@ -726,6 +799,358 @@ class IntMixedGCN(IntLayer):
             meta={"common_step": self.common_step,
                   "message_scales": [float(qp.scale) for qp in mq.qps],
                   "aggregate_scales": [float(qp.scale) for qp in aq.qps]})
+
+    def run(self, message_codes: np.ndarray) -> tuple[np.ndarray, MixedAggregationStage]:
+        """Aggregate codes (each row in its aggregate bucket's code range) and the stage."""
+        out, st, _ = self.run_with_corrected(message_codes)
+        return out, st
+
+    def run_with_corrected(self, message_codes: np.ndarray
+                           ) -> tuple[np.ndarray, MixedAggregationStage, np.ndarray]:
+        """:meth:`run`, plus the corrected sums ``C = acc - corr`` (int64 ``[N, F]``, in units
+        of :attr:`common_step`)."""
+        st = self.stage(message_codes)
+        c, y = st.compute()
+        return y - self.aggregate.offsets()[:, None], st, c
+
+
+class IntMixedLayer(IntLayer):
+    """Base of the layers whose per-node roles follow node buckets (per-node widths).
+
+    Every row-wise step (input quantization or requantization, matmuls, requantizations) runs
+    per group of rows sharing their buckets, with those buckets' quantizers
+    (:func:`_requant_nodes`); aggregations are :class:`MixedAggregationSpec` stages. Traces are
+    recorded per bucket: ``trace[name]`` holds the codes of that bucket's rows (ascending node
+    order, the rows the bucket's fake quantizer sees) and its :class:`QParams`; a role without
+    buckets records all rows under its own name, as in the uniform path.
+    """
+
+    upd_q: NodeQParams
+
+    def __init__(self, g: GraphOps, prev: NodeQParams | None, mult_bits: int, name: str,
+                 r_bits: int) -> None:
+        super().__init__()
+        self.n, self.name, self.mult_bits, self.r_bits = int(g.num_nodes), name, mult_bits, r_bits
+        self.prev = prev
+
+    def _nq(self, model: torch.nn.Module, q: Any) -> NodeQParams:
+        return NodeQParams(model, q, self.n)
+
+    def _set_update(self, upd_q: NodeQParams) -> None:
+        self.upd_q = upd_q
+        self.upd = upd_q.qps[0]
+
+    def _rec_nodes(self, nq: NodeQParams, codes: np.ndarray) -> np.ndarray:
+        for rows, qp in nq.rows():
+            self.trace[qp.name] = (codes if rows.size == codes.shape[0] else codes[rows], qp)
+        return codes
+
+    def _input(self, x: Any, inp: NodeQParams, implicit_zeros: bool) -> np.ndarray:
+        """Centred input codes (int64 ``[N, F]``): raw features quantized by each row's input
+        bucket (the float boundary) or the previous layer's codes requantized. With
+        ``implicit_zeros`` (the fake-quant layer multiplies a sparse input without quantizing
+        its implicit zeros) a bucket whose real 0 is not level 0 is an error."""
+        if self.prev is None:
+            xd = _dense_input(x)
+            codes = np.zeros(xd.shape, dtype=np.int64)
+            for rows, b in inp.rows():
+                if implicit_zeros and isinstance(x, SparseFeatures) and int(
+                        b.centred(_quantize_real(np.zeros(1), b))[0]) != 0:
+                    raise IntegerConversionError(
+                        f"{b.name}: real 0 quantizes to a non-zero level, so a sparse input's "
+                        "implicit zeros would change (use a dense input)")
+                codes[rows] = _quantize_real(xd[rows], b)
+        else:
+            h = np.asarray(x, dtype=np.int64)
+            codes = _requant_nodes(inp, [(self.prev, self.prev.centred(h), 1.0)])
+        self._rec_nodes(inp, codes)
+        return inp.centred(codes)
+
+    def _mm(self, xc: np.ndarray, w: np.ndarray, wq: QParams) -> np.ndarray:
+        """``xc @ centred(w).T`` (exact, int64; :func:`int_matmul`); records the weights."""
+        self._rec(wq, w)
+        return np.asarray(int_matmul(xc, wq.centred(w)), dtype=np.int64)
+
+    def _aggregate_nodes(self, spec: MixedAggregationSpec, m: np.ndarray) -> np.ndarray:
+        """Run a mixed aggregation on message codes; record the stage and the codes."""
+        self._rec_nodes(spec.message, m)
+        a, st = spec.run(m)
+        self.stages.append(st)
+        return self._rec_nodes(spec.aggregate, a)
+
+    def _aggregate_first(self, x: Any) -> tuple[np.ndarray, np.ndarray]:
+        """Aggregate-first layers (GIN, SAGE): input codes -> messages ``q.message(x_j)`` ->
+        aggregate codes. Returns the centred input codes and the aggregate codes. (These
+        fake-quant layers densify their input, so a sparse input's zeros are quantized.)"""
+        self.stages = []
+        xc = self._input(x, self.inp_q, implicit_zeros=False)
+        m = _requant_nodes(self.msg_q, [(self.inp_q, xc, 1.0)])
+        return xc, self._aggregate_nodes(self.agg_mixed, m)
+
+    def _update(self, src: NodeQParams, codes: np.ndarray) -> np.ndarray:
+        """Update codes of ``act(value + bias)`` for ``codes`` of ``src`` (the layer's
+        ``bias`` and ReLU flag)."""
+        u = _requant_nodes(self.upd_q, [(src, src.centred(codes), 1.0)], bias=self.bias,
+                           relu=self.relu)
+        return self._rec_nodes(self.upd_q, u)
+
+    def stage(self, message_codes: np.ndarray, word_width: int = 64) -> MixedAggregationStage:
+        """The mixed-width hardware stage of this layer's aggregation for these message
+        codes."""
+        return self.agg_mixed.stage(message_codes, word_width)
+
+    agg_mixed: MixedAggregationSpec
+    inp_q: NodeQParams
+    msg_q: NodeQParams
+    bias: np.ndarray | None
+    relu: bool
+
+
+class IntMixedLinear(IntMixedLayer):
+    """``q.update(act(q.output(q.input(x) @ W.T) + b))`` with bucketed roles (the decoupled
+    model's MLP layers, and the combination half of a GCN layer)."""
+
+    def __init__(self, model: QuantGNN, q: Any, lin: torch.nn.Linear, bias: Tensor | None,
+                 act: Callable[[Tensor], Tensor] | None, g: GraphOps, prev: NodeQParams | None,
+                 mult_bits: int, name: str, r_bits: int = DEFAULT_R_BITS) -> None:
+        super().__init__(g, prev, mult_bits, name, r_bits)
+        self.inp_q = self._nq(model, q.input)
+        self.w, self.wq = _weight_codes(model, q.weight, lin.weight)
+        self.out_q = self._nq(model, q.output)
+        self._set_update(self._nq(model, q.update))
+        self.bias = None if bias is None else bias.detach().cpu().numpy().astype(np.float64)
+        self.relu = _act_is_relu(act, name)
+
+    def _combine(self, x: Any) -> np.ndarray:
+        """Output codes of ``q.input(x) @ W.T`` (int64 ``[N, C]``)."""
+        acc = self._mm(self._input(x, self.inp_q, implicit_zeros=True), self.w, self.wq)
+        return self._rec_nodes(self.out_q, _requant_nodes(self.out_q,
+                                                          [(self.inp_q, acc, self.wq.scale)]))
+
+    @classmethod
+    def of(cls, model: QuantGNN, lin: QLinear, g: GraphOps, prev: NodeQParams | None,
+           mult_bits: int, name: str) -> IntMixedLinear:
+        """The integer form of a :class:`~model.nn.linear.QLinear`."""
+        return cls(model, lin.q, lin.lin, lin.lin.bias, lin.act, g, prev, mult_bits, name)
+
+    def forward(self, x: Any) -> np.ndarray:
+        self.stages = []
+        return self._update(self.out_q, self._combine(x))
+
+
+class IntMixedGCN(IntMixedLinear):
+    """A GCN layer whose per-node roles follow node buckets (per-node widths): the bucketed
+    combination ``q.output(q.input(x) @ W.T)`` (:class:`IntMixedLinear`), messages
+    ``d_j^-1/2 o_j`` per source bucket, a :class:`MixedAggregationSpec` with destination factor
+    ``d_i^-1/2``, and the update."""
+
+    def __init__(self, model: QuantGNN, conv: QGCNConv, g: GraphOps, prev: NodeQParams | None,
+                 mult_bits: int, name: str, r_bits: int = DEFAULT_R_BITS) -> None:
+        q = conv.q
+        super().__init__(model, q, conv.lin, conv.bias, conv.act, g, prev, mult_bits, name,
+                         r_bits)
+        self.msg_q = self._nq(model, q.message)
+        self.agg_nq = self._nq(model, q.aggregate)
+        self.dinv = _col(g.dinv_sqrt)
+        self.agg_mixed = MixedAggregationSpec.build(
+            f"{name}.aggregate", g.indptr, g.indices, self.msg_q, self.agg_nq, self.dinv,
+            mult_bits, r_bits)
+
+    def forward(self, x: Any) -> np.ndarray:
+        self.stages = []
+        o = self._combine(x)
+        m = _requant_nodes(self.msg_q, [(self.out_q, self.out_q.centred(o), self.dinv)])
+        return self._update(self.agg_nq, self._aggregate_nodes(self.agg_mixed, m))
+
+
+class IntMixedGIN(IntMixedLayer):
+    """A GIN-0 layer with bucketed roles: messages ``q.message(x_j)`` per source bucket, a
+    :class:`MixedAggregationSpec` with destination factor 1, then the two-linear MLP (both
+    linears' roles per bucket) and the update."""
+
+    def __init__(self, model: QuantGNN, conv: QGINConv, g: GraphOps, prev: NodeQParams | None,
+                 mult_bits: int, name: str, r_bits: int = DEFAULT_R_BITS) -> None:
+        super().__init__(g, prev, mult_bits, name, r_bits)
+        q, q2 = conv.q, conv.q2
+        self.inp_q = self._nq(model, q.input)
+        self.msg_q = self._nq(model, q.message)
+        self.agg_nq = self._nq(model, q.aggregate)
+        self.out_q = self._nq(model, q.output)
+        self.in2_q = self._nq(model, q2.input)
+        self.out2_q = self._nq(model, q2.output)
+        self._set_update(self._nq(model, q.update))
+        self.w1, self.wq1 = _weight_codes(model, q.weight, conv.lin1.weight)
+        self.w2, self.wq2 = _weight_codes(model, q2.weight, conv.lin2.weight)
+        self.b1 = conv.lin1.bias.detach().cpu().numpy().astype(np.float64)
+        self.bias = conv.lin2.bias.detach().cpu().numpy().astype(np.float64)
+        self.relu = _act_is_relu(conv.act, name)
+        self.agg_mixed = MixedAggregationSpec.build(
+            f"{name}.aggregate", g.indptr, g.indices, self.msg_q, self.agg_nq,
+            np.ones(self.n), mult_bits, r_bits)
+
+    def forward(self, x: Any) -> np.ndarray:
+        _, a = self._aggregate_first(x)
+        acc1 = self._mm(self.agg_nq.centred(a), self.w1, self.wq1)
+        h = self._rec_nodes(self.out_q, _requant_nodes(
+            self.out_q, [(self.agg_nq, acc1, self.wq1.scale)], bias=self.b1))
+        x2 = self._rec_nodes(self.in2_q, _requant_nodes(
+            self.in2_q, [(self.out_q, self.out_q.centred(h), 1.0)], relu=True))
+        acc2 = self._mm(self.in2_q.centred(x2), self.w2, self.wq2)
+        o = self._rec_nodes(self.out2_q, _requant_nodes(
+            self.out2_q, [(self.in2_q, acc2, self.wq2.scale)]))
+        return self._update(self.out2_q, o)
+
+
+class IntMixedSAGE(IntMixedLayer):
+    """A GraphSAGE (mean) layer with bucketed roles: messages ``q.message(x_j)`` per source
+    bucket, a :class:`MixedAggregationSpec` on the CSR without self-loops with destination
+    factor ``1 / |N(i)|`` (0 for isolated nodes), then ``a W_l.T + x W_r.T`` as a two-term
+    requantization per group of (aggregate, input, output) buckets, and the update."""
+
+    def __init__(self, model: QuantGNN, conv: QSAGEConv, g: GraphOps, prev: NodeQParams | None,
+                 mult_bits: int, name: str, r_bits: int = DEFAULT_R_BITS) -> None:
+        super().__init__(g, prev, mult_bits, name, r_bits)
+        q = conv.q
+        self.inp_q = self._nq(model, q.input)
+        self.msg_q = self._nq(model, q.message)
+        self.agg_nq = self._nq(model, q.aggregate)
+        self.out_q = self._nq(model, q.output)
+        self._set_update(self._nq(model, q.update))
+        self.wl, self.wql = _weight_codes(model, q.weight, conv.lin_l.weight)
+        self.wr, self.wqr = _weight_codes(model, conv.q_root_weight, conv.lin_r.weight)
+        self.bias = conv.lin_l.bias.detach().cpu().numpy().astype(np.float64)
+        self.relu = _act_is_relu(conv.act, name)
+        pat = g.pattern_noloop
+        self.agg_mixed = MixedAggregationSpec.build(
+            f"{name}.aggregate", pat.crow, pat.col, self.msg_q, self.agg_nq,
+            _col(g.inv_in_degree), mult_bits, r_bits)
+
+    def forward(self, x: Any) -> np.ndarray:
+        xc, a = self._aggregate_first(x)
+        acc_l = self._mm(self.agg_nq.centred(a), self.wl, self.wql)
+        acc_r = self._mm(xc, self.wr, self.wqr)
+        h = self._rec_nodes(self.out_q, _requant_nodes(
+            self.out_q, [(self.agg_nq, acc_l, self.wql.scale), (self.inp_q, acc_r, self.wqr.scale)]))
+        return self._update(self.out_q, h)
+
+
+class IntMixedPropagation(IntMixedLayer):
+    """One APPNP step with bucketed roles: messages ``d_j^-1/2 z_j`` per source bucket, a
+    :class:`MixedAggregationSpec` with destination factor ``d_i^-1/2``, and the update
+    ``(1 - α) a_i + α h_i`` as a two-term requantization per group of (aggregate, teleport,
+    update) buckets."""
+
+    def __init__(self, model: QuantGNN, prop: QPropagation, g: GraphOps, prev: NodeQParams,
+                 teleport: NodeQParams, mult_bits: int, name: str,
+                 r_bits: int = DEFAULT_R_BITS) -> None:
+        super().__init__(g, prev, mult_bits, name, r_bits)
+        q = prop.q
+        self.teleport = teleport
+        self.alpha = float(prop.alpha)
+        self.msg_q = self._nq(model, q.message)
+        self.agg_nq = self._nq(model, q.aggregate)
+        self._set_update(self._nq(model, q.update))
+        self.dinv = _col(g.dinv_sqrt)
+        self.agg_mixed = MixedAggregationSpec.build(
+            f"{name}.aggregate", g.indptr, g.indices, self.msg_q, self.agg_nq, self.dinv,
+            mult_bits, r_bits)
+
+    def forward(self, z: np.ndarray, h: np.ndarray) -> np.ndarray:  # type: ignore[override]
+        self.stages = []
+        assert self.prev is not None
+        m = _requant_nodes(self.msg_q, [(self.prev, self.prev.centred(z), self.dinv)])
+        a = self._aggregate_nodes(self.agg_mixed, m)
+        tel = self.teleport
+        u = _requant_nodes(self.upd_q, [(self.agg_nq, self.agg_nq.centred(a), 1.0 - self.alpha),
+                                        (tel, tel.centred(h), self.alpha)])
+        return self._rec_nodes(self.upd_q, u)
+
+
+class IntMixedSMPPropagation(IntMixedLayer):
+    """One SMP step (:class:`IntSMPPropagation`) with bucketed roles.
+
+    Two :class:`MixedAggregationSpec` stages on ``A + I`` (``Â z`` and the gap ``Â Δ``), the
+    3-term gap-message and 4-term update requantizations per group of buckets, and the exact
+    integer reduction ``T = sum R g~ (deg R g~ - C)`` with ``R g~`` the gap messages in units of
+    the gap stage's common step ``s_c`` (``R = R[k(i)]``, ``g~`` centred codes) and ``C`` that
+    stage's corrected sums: ``s_c**2 T`` is ``tr(Δ^T L~ Δ)`` of the quantized gap messages up to
+    the weights' rounding (relative error at most ``1 / (2 R)`` per bucket). ``λ`` and the
+    slack are updated in float64 from ``T``, as in the uniform step.
+    """
+
+    def __init__(self, model: QuantGNN, prop: Any, g: GraphOps, prev: NodeQParams,
+                 teleport: NodeQParams, mult_bits: int, name: str,
+                 r_bits: int = DEFAULT_R_BITS) -> None:
+        super().__init__(g, prev, mult_bits, name, r_bits)
+        q, qg, c = prop.q, prop.q_gap, prop.c
+        self.c = c
+        self.teleport = teleport
+        self.msg_q = self._nq(model, q.message)
+        self.agg_nq = self._nq(model, q.aggregate)
+        self._set_update(self._nq(model, q.update))
+        self.gmsg_q = self._nq(model, qg.message)
+        self.gagg_q = self._nq(model, qg.aggregate)
+        self.dinv = _col(g.dinv_sqrt)
+        self.deg = g.deg_hat.cpu().numpy().astype(np.int64).reshape(-1, 1)
+        self.nnz = float(g.indices.numel())
+        self.agg_mixed = MixedAggregationSpec.build(
+            f"{name}.aggregate", g.indptr, g.indices, self.msg_q, self.agg_nq, self.dinv,
+            mult_bits, r_bits)
+        self.gap_mixed = MixedAggregationSpec.build(
+            f"{name}.gap_aggregate", g.indptr, g.indices, self.gmsg_q, self.gagg_q, self.dinv,
+            mult_bits, r_bits)
+        gap = self.gap_mixed
+        # |R g~| <= W (the largest weighted code), |deg R g~ - C| <= 2 T W (deg = row length
+        # T <= max_terms): one product of T is at most 2 T W**2
+        w = max(r * ((1 << qp.bits) - 1) for r, qp in zip(gap.weight, self.gmsg_q.qps,
+                                                          strict=True))
+        t_max = int(np.diff(gap.indptr).max(initial=0))
+        self._t_term_bound = 2 * max(t_max, 1) * w * w
+        if self._t_term_bound >= 2**63:
+            raise IntegerConversionError(
+                f"{name}.gap_trace: a term of T = sum R g~ (deg R g~ - C) may reach "
+                f"{self._t_term_bound} (rows of {t_max} terms, weighted codes up to {w}): "
+                "beyond int64")
+        self.lam = c.lambda0
+        self.slack = c.slack0
+
+    def reset(self, lam: float, slack: float) -> None:
+        """Set the multiplier and slack entering this step."""
+        self.lam, self.slack = float(lam), float(slack)
+
+    def _gap_trace(self, gm: np.ndarray, corrected: np.ndarray) -> int:
+        """``T = sum R g~ (deg R g~ - C)`` (exact: int64 terms bounded at conversion, int64
+        row sums while ``F`` times that bound fits, Python integers across rows)."""
+        r = np.asarray(self.gap_mixed.weight, dtype=np.int64)[self.gmsg_q.assign][:, None]
+        gw = r * self.gmsg_q.centred(gm)
+        prod = gw * (self.deg * gw - corrected)
+        if prod.shape[1] * self._t_term_bound < 2**63:
+            return int(np.sum(prod.sum(axis=1).astype(object)))
+        return int(np.sum(prod.astype(object)))
+
+    def forward(self, z: np.ndarray, h: np.ndarray) -> np.ndarray:  # type: ignore[override]
+        self.stages = []
+        assert self.prev is not None
+        c, pz, ph, pa, pb = self.c, self.prev, self.teleport, self.agg_nq, self.gagg_q
+        eta, mu, d = c.step, c.mu, self.dinv
+        zc, hc = pz.centred(z), ph.centred(h)
+        m = _requant_nodes(self.msg_q, [(pz, zc, d)])
+        a = self._aggregate_nodes(self.agg_mixed, m)
+        ac = pa.centred(a)
+        gm = _requant_nodes(self.gmsg_q, [(ph, hc, eta * d), (pz, zc, -eta * (1.0 + mu) * d),
+                                          (pa, ac, eta * mu * d)])
+        self._rec_nodes(self.gmsg_q, gm)
+        b, st, corrected = self.gap_mixed.run_with_corrected(gm)
+        self.stages.append(st)
+        self._rec_nodes(pb, b)
+        t_int = self._gap_trace(gm, corrected)
+        y = _requant_nodes(self.upd_q, [(pz, zc, 1.0 - eta * (1.0 + mu)), (pa, ac, eta * mu),
+                                        (ph, hc, eta), (pb, pb.centred(b), 2.0 * eta * self.lam)])
+        slack = self.slack + 2.0 * c.eta_slack * self.lam * self.slack
+        trace = self.gap_mixed.common_step ** 2 * t_int
+        self.lam = self.lam + c.eta_lambda * (c.bound * self.nnz - slack * slack - trace)
+        self.slack = slack
+        return self._rec_nodes(self.upd_q, y)
 
 
 @dataclass
@@ -753,7 +1178,7 @@ class IntegerModel:
             state: tuple[float, float] | None = None
             self.smp_trace = []
             for lay in self.layers[self.num_mlp:]:
-                if isinstance(lay, IntSMPPropagation):
+                if isinstance(lay, IntSMPPropagation | IntMixedSMPPropagation):
                     if state is None:
                         state = (lay.c.lambda0, lay.c.slack0)
                     lay.reset(*state)
@@ -761,7 +1186,7 @@ class IntegerModel:
                     state = (lay.lam, lay.slack)
                     self.smp_trace.append(state)
                 else:
-                    assert isinstance(lay, IntPropagation)
+                    assert isinstance(lay, IntPropagation | IntMixedPropagation)
                     z = lay.forward(z, h)
                 self.trace.update(lay.trace)
             return np.asarray(z)
@@ -790,24 +1215,17 @@ def to_integer(model: QuantGNN, data: Any, mult_bits: int = rules.DEFAULT_MULT_B
     """Convert a trained (calibrated) quantized model into an :class:`IntegerModel` for ``data``.
 
     ``mult_bits`` is the width of the aggregation datapath's per-node multipliers.
-    A GCN whose roles follow degree-aware node buckets (per-node widths,
-    :mod:`model.quant.node_precision`) becomes :class:`IntMixedGCN` layers with mixed-width
-    aggregation stages. Raises :class:`IntegerConversionError` for FP32 roles, per-node
-    quantizers, node buckets in a model other than a GCN, activations other than ReLU, or
-    model types without an integer form.
+    A model whose roles follow degree-aware node buckets (per-node widths,
+    :mod:`model.quant.node_precision`) becomes mixed-width layers (:class:`IntMixedGCN`,
+    :class:`IntMixedGIN`, :class:`IntMixedSAGE`; :class:`IntMixedLinear` and
+    :class:`IntMixedPropagation` / :class:`IntMixedSMPPropagation` for the decoupled model)
+    whose aggregations are mixed-width stages. Raises :class:`IntegerConversionError` for FP32
+    roles, per-node quantizers, values without an integer form (each error names the
+    quantizer or the stage field), activations other than ReLU, or model types without an
+    integer form.
     """
-    bucketed = [q.name or "?" for q in node_quantizers(model)]
-    if bucketed and isinstance(model, QConvStack) and all(
-            type(c) is QGCNConv for c in model.convs):
-        return _to_integer_mixed_gcn(model, data, mult_bits)
-    if bucketed:
-        raise IntegerConversionError(
-            "per-node widths are not supported by the integer path yet (degree-aware node "
-            f"buckets have no integer-only form): {len(bucketed)} quantizer(s) follow node "
-            f"buckets ({', '.join(bucketed[:3])}"
-            f"{', ...' if len(bucketed) > 3 else ''}) of a {type(model).__name__} "
-            f"({', '.join(sorted({type(c).__name__ for c in getattr(model, 'convs', [])}))}); "
-            "only GCN models have a mixed-width integer form")
+    if next(iter(node_quantizers(model)), None) is not None:
+        return _to_integer_mixed(model, data, mult_bits)
     model.eval()
     g = graph_ops(data)
     layers: list[IntLayer] = []
@@ -850,20 +1268,55 @@ def to_integer(model: QuantGNN, data: Any, mult_bits: int = rules.DEFAULT_MULT_B
     raise IntegerConversionError(f"{type(model).__name__} has no integer form")
 
 
-def _to_integer_mixed_gcn(model: QConvStack, data: Any, mult_bits: int) -> IntegerModel:
-    """:func:`to_integer` for a GCN with node buckets: every layer an :class:`IntMixedGCN`."""
+def _to_integer_mixed(model: QuantGNN, data: Any, mult_bits: int) -> IntegerModel:
+    """:func:`to_integer` for a model with node buckets: mixed-width layers throughout (a
+    layer without buckets is a one-bucket mixed layer). The buckets are bound to ``data``'s
+    graph first, as the fake-quant model's forward pass does."""
     model.eval()
     g = graph_ops(data)
-    layers: list[IntLayer] = []
+    bind_graph(model, g)
+    layers: list[IntMixedLayer] = []
     prev: NodeQParams | None = None
-    for i, conv in enumerate(model.convs):
-        assert isinstance(conv, QGCNConv)
-        lay = IntMixedGCN(model, conv, g, prev, mult_bits, f"layer{i}")
-        layers.append(lay)
-        prev = lay.upd_q
-    last = layers[-1]
-    assert isinstance(last, IntMixedGCN)
-    return IntegerModel("gcn", layers, last.upd, mult_bits)
+    if isinstance(model, QConvStack):
+        kinds: dict[type, tuple[Any, str]] = {
+            QGCNConv: (IntMixedGCN, "gcn"), QGINConv: (IntMixedGIN, "gin"),
+            QSAGEConv: (IntMixedSAGE, "sage"),
+        }
+        kind = ""
+        for i, conv in enumerate(model.convs):
+            entry = kinds.get(type(conv))
+            if entry is None:
+                raise IntegerConversionError(
+                    f"layer {i}: {type(conv).__name__} with node buckets has no integer form")
+            cls, kind = entry
+            lay = cls(model, conv, g, prev, mult_bits, f"layer{i}")
+            layers.append(lay)
+            prev = lay.upd_q
+        assert layers
+        return IntegerModel(kind, list(layers), layers[-1].upd, mult_bits)
+    if isinstance(model, QDecoupled):
+        for i, lin in enumerate(model.mlp):
+            assert isinstance(lin, QLinear)
+            lay = IntMixedLinear.of(model, lin, g, prev, mult_bits, f"layer{i}")
+            layers.append(lay)
+            prev = lay.upd_q
+        assert prev is not None
+        teleport = prev
+        for k, prop in enumerate(model.props):
+            name = f"layer{len(model.mlp) + k}"
+            step: IntMixedLayer
+            if type(prop) is QPropagation:
+                step = IntMixedPropagation(model, prop, g, prev, teleport, mult_bits, name)
+            elif type(prop) is QSMPPropagation:
+                step = IntMixedSMPPropagation(model, prop, g, prev, teleport, mult_bits, name)
+            else:
+                raise IntegerConversionError(
+                    f"propagation step {k}: {type(prop).__name__} has no integer form")
+            layers.append(step)
+            prev = step.upd_q
+        return IntegerModel("decoupled", list(layers), layers[-1].upd, mult_bits,
+                            num_mlp=len(model.mlp))
+    raise IntegerConversionError(f"{type(model).__name__} with node buckets has no integer form")
 
 
 def model_input(data: Any) -> Tensor | SparseFeatures:
@@ -871,5 +1324,6 @@ def model_input(data: Any) -> Tensor | SparseFeatures:
     return cached_model_input(data)
 
 
-__all__ = ["IntMixedGCN", "IntegerConversionError", "IntegerModel", "NodeQParams", "model_input",
-           "to_integer"]
+__all__ = ["IntMixedGCN", "IntMixedGIN", "IntMixedLayer", "IntMixedLinear", "IntMixedPropagation",
+           "IntMixedSAGE", "IntMixedSMPPropagation", "IntegerConversionError", "IntegerModel", "MixedAggregationSpec",
+           "NodeQParams", "model_input", "to_integer"]

@@ -14,13 +14,12 @@ import torch
 from qgnn.model.golden import GoldenMixedStage, MixedAggregationStage, read_vectors
 from qgnn.model.integer.compare import agreement
 from qgnn.model.integer.convert import (
-    IntegerConversionError,
     IntMixedGCN,
     model_input,
     to_integer,
 )
 from qgnn.model.integer.export import export_vectors
-from qgnn.model.nn import ModelConfig, build_model
+from qgnn.model.nn import ModelConfig
 from qgnn.model.quant import PrecisionConfig
 from qgnn.model.train import TrainConfig, train_one
 
@@ -126,14 +125,3 @@ def test_export_writes_version_3(cora: Any, tmp_path: Path) -> None:
         assert isinstance(g, GoldenMixedStage)
         assert np.array_equal(g.stage.codes, st.codes)
         assert np.array_equal(g.expected_codes, st.compute()[1])
-
-
-def test_buckets_in_a_gin_are_refused(cora: Any) -> None:
-    prec = PrecisionConfig.load(str(REPO / "examples/precision/degree-mixed.toml"))
-    model = build_model(ModelConfig(name="gin"), cora.num_features, 7, prec)
-    with pytest.raises(IntegerConversionError,
-                       match="per-node widths are not supported by the integer path yet") as err:
-        to_integer(model, cora)
-    msg = str(err.value)
-    assert "only GCN models have a mixed-width integer form" in msg, msg
-    assert "layer0.input" in msg, msg
