@@ -86,11 +86,15 @@ def write_markdown(out: dict[str, Any], path: Path) -> None:
     rows = out["rows"]
     precs = [p for p in ("fp32", "int8", "int4", "int2") if any(r["precision"] == p for r in rows)]
     refs = [p for p in ("ref_int8", "ref_int4", "ref_int2") if any(r["precision"] == p for r in rows)]
+    command = out.get("command", f"python benchmarks/integer_inference.py --repeats {out['repeats']}")
+    start = out.get("load_average_start")
+    load = (f"load average at the start {', '.join(f'{v:.1f}' for v in start)}, at the end "
+            if start else "load average at the end ")
     lines = [
         "# Integer-only inference vs FP32 (CPU)",
         "",
-        f"`python benchmarks/integer_inference.py --repeats {out['repeats']}` "
-        f"({out['threads']} thread, median of {out['repeats']}; load average at the end "
+        f"`{command}` "
+        f"({out['threads']} thread, median of {out['repeats']}; {load}"
         f"{', '.join(f'{v:.1f}' for v in out['load_average'])}). Each cell: median wall time, "
         "then in brackets the ratio to FP32 by wall time / by CPU time. `ref` = the same "
         "integer model on its reference path (the implementation before vectorisation).",
@@ -127,6 +131,9 @@ def main(argv: list[str] | None = None) -> int:
                     help="skip the equality check of the vectorised and reference paths")
     ap.add_argument("--out", default=str(REPO / "benchmarks/results/integer_inference.json"))
     args = ap.parse_args(argv)
+    command = "python benchmarks/integer_inference.py " + " ".join(
+        sys.argv[1:] if argv is None else argv)
+    load_start = os.getloadavg()
     torch.set_num_threads(args.threads)
     rows = []
     for gname in args.graphs.split(","):
@@ -167,8 +174,9 @@ def main(argv: list[str] | None = None) -> int:
                 rows.append(row)
                 print(f"{gname:9s} {name:10s} {k:8s} {1e3 * med[k]:9.1f} ms  ({med[k] / med['fp32']:.2f}x FP32 "
                       f"wall, {cmed[k] / cmed['fp32']:.2f}x FP32 cpu)", flush=True)
-    out = {"threads": args.threads, "repeats": args.repeats, "rows": rows,
-           "load_average": os.getloadavg(), "checked_equal": not args.no_check}
+    out = {"command": command.strip(), "threads": args.threads, "repeats": args.repeats,
+           "rows": rows, "load_average_start": load_start, "load_average": os.getloadavg(),
+           "checked_equal": not args.no_check}
     path = Path(args.out)
     path.parent.mkdir(parents=True, exist_ok=True)
     path.write_text(json.dumps(out, indent=2))

@@ -463,10 +463,22 @@ def int_matmul(x_centred: Any, w_codes: np.ndarray, out: np.ndarray | None = Non
     (PyTorch's CPU GEMM, so the thread count is ``torch.set_num_threads``; float32 only while
     ``torch.get_float32_matmul_precision()`` is ``"highest"``); beyond, it is an
     :class:`OverflowError`. Same result as :func:`int_matmul_reference`.
+
+    Centred codes ``x = L c - z`` (``[N, K]``, ``C <= K`` outputs or a level step ``L != 1``)
+    are not centred first: ``x @ w.T = c @ (L w).T + b`` with the per-output bias
+    ``b_j = -z * sum_k w_jk`` (an exact integer identity), added to the float product. Every
+    partial sum of ``c @ (L w).T`` is at most ``max|c| * max|L w| * K`` in magnitude, and the
+    sum with ``b`` is the result (at most the bound above), so when those and ``max|b|`` are
+    below the range of the type chosen above every step is exact; otherwise the centred
+    values are formed in float first, where ``c``, ``L c`` and ``z`` are exact too (float64,
+    or int64 for codes beyond ``2**53``). The codes' range is read off their float32 copy
+    (one ``aminmax`` over half the bytes) when it lies inside ``+-2**24``: rounding is
+    monotone and ``2**24`` is a float32, so no code outside can round inside, and inside the
+    copy is exact; otherwise the int64 codes are scanned. The dense product runs into reused
+    float buffers (``torch.mm``); ``out``'s bound is ``max|x| max|w| K`` either way.
     """
     import scipy.sparse as sp
     import torch
-    import torch.nn.functional as F
 
     if kernels.use_reference():
         xr = x_centred.materialise() if isinstance(x_centred, kernels.Centred) else x_centred
@@ -485,29 +497,80 @@ def int_matmul(x_centred: Any, w_codes: np.ndarray, out: np.ndarray | None = Non
         res = np.asarray(xs.astype(ft) @ w.T.astype(ft))
     else:
         fp32_ok = torch.get_float32_matmul_precision() == "highest"
-        if isinstance(x_centred, kernels.Centred):
+        centred = isinstance(x_centred, kernels.Centred)
+        have_f32 = False  # xf already holds the codes, exactly, in float32
+        if centred:
+            src = np.asarray(x_centred.codes, dtype=np.int64)
+            if x_centred.known_range() is None and fp32_ok and src.size:
+                # the float32 copy is needed anyway, and its min and max are the codes' own
+                # when both are inside +-2**24: rounding is monotone and 2**24 is a float32,
+                # so no code outside (-2**24, 2**24) can round inside; inside, it is exact
+                xf = _MATMUL_WS.get("x", src.shape, np.float32)
+                fmin, fmax = np.inf, -np.inf
+                for r0, r1 in kernels.row_blocks(src.shape[0], src.shape[1]):  # in cache
+                    np.copyto(xf[r0:r1], src[r0:r1], casting="unsafe")
+                    bmin, bmax = torch.from_numpy(xf[r0:r1]).aminmax()
+                    fmin, fmax = min(fmin, float(bmin)), max(fmax, float(bmax))
+                if -FLOAT32_EXACT < fmin and fmax < FLOAT32_EXACT:
+                    x_centred.remember_range(int(fmin), int(fmax))
+                    have_f32 = True
             lo, hi = x_centred.code_range()
             xmax = x_centred.abs_max(lo, hi)
-            shape = x_centred.codes.shape
         else:
-            xd = np.asarray(x_centred, dtype=np.int64)
-            xmax = kernels.abs_max(xd)
-            shape = xd.shape
+            src = np.asarray(x_centred, dtype=np.int64)
+            xmax = kernels.abs_max(src)
+        shape = src.shape
         bound = xmax * wmax * max(k, 1)
         if bound >= FLOAT64_EXACT:
             raise OverflowError("integer matmul partial sums may exceed 2**53")
+        wt, bias = w, None
+        lvl, zero = (int(x_centred.level), int(x_centred.zero)) if centred else (1, 0)
+        # fold the centring into the product when that is no more work (C <= K or a level
+        # step to multiply by) and every integer involved is provably exact
+        fold = (centred and (lvl, zero) != (1, 0) and (w.shape[0] <= k or lvl != 1)
+                and abs(lvl) * wmax < FLOAT64_EXACT and abs(zero) * wmax * k < FLOAT64_EXACT)
         ft = np.float32 if bound < FLOAT32_EXACT and fp32_ok else np.float64
+        if fold:  # x @ w.T = c @ (L w).T + b with b_j = -z sum_k w_jk (int64, exact)
+            wt = w * lvl
+            b = np.sum(w, axis=1) * -zero
+            # partial sums of c @ (L w).T are at most pbound; adding b gives the result
+            # (|.| <= bound), so with pbound, |b| and bound below the significand range every
+            # step is exact
+            cabs, wlmax = max(abs(lo), abs(hi)), kernels.abs_max(wt)
+            pbound = cabs * wlmax * max(k, 1)
+            fmax = max(pbound, kernels.abs_max(b), bound, cabs, wlmax)  # operands exact too
+            fold = fmax < (FLOAT32_EXACT if ft is np.float32 else FLOAT64_EXACT)
+            wt, bias = (wt, b) if fold else (w, None)
+        if centred and not fold:  # L c - z formed in ft: c, L c and z must be exact there too
+            big = max(max(abs(lo), abs(hi)) * abs(lvl), abs(zero))
+            if ft is np.float32 and big >= FLOAT32_EXACT:
+                ft = np.float64
+            if big >= FLOAT64_EXACT:  # centre in int64 (|L c - z| <= xmax < 2**53: exact)
+                src, lvl, zero = x_centred.materialise(), 1, 0
         xf = _MATMUL_WS.get("x", shape, ft)
-        if isinstance(x_centred, kernels.Centred):  # level * c - zero, exact in ft (|.| <= bound)
-            c = np.asarray(x_centred.codes, dtype=np.int64)
-            np.copyto(xf, c, casting="unsafe")
-            if x_centred.level != 1:
-                np.multiply(xf, x_centred.level, out=xf)
-            if x_centred.zero:
-                np.subtract(xf, x_centred.zero, out=xf)
-        else:
-            np.copyto(xf, xd, casting="unsafe")
-        res = F.linear(torch.from_numpy(xf), torch.from_numpy(w.astype(ft))).numpy()
+        if not (have_f32 and ft is np.float32 and src is x_centred.codes):
+            np.copyto(xf, src, casting="unsafe")  # exact: every value is below ft's range
+        if centred and not fold:  # level * c - zero, exact in ft (every step below its range)
+            if lvl != 1:
+                np.multiply(xf, lvl, out=xf)
+            if zero:
+                np.subtract(xf, zero, out=xf)
+        c_out = w.shape[0]
+        keep = out is not None and out.shape == (shape[0], c_out) and out.dtype == np.int64
+        dst = out if keep else np.empty((shape[0], c_out), dtype=np.int64)
+        assert dst is not None
+        xt, wtt = torch.from_numpy(xf), torch.from_numpy(wt.astype(ft)).t()
+        bf = None if bias is None else bias.astype(ft)
+        blocks = list(kernels.row_blocks(shape[0], max(k, c_out)))
+        res = _MATMUL_WS.get("res", (blocks[0][1] if blocks else 0, c_out), ft)
+        rt = torch.from_numpy(res)
+        for r0, r1 in blocks:  # product, bias and int64 conversion of a block in cache
+            rb = rt[: r1 - r0]
+            torch.mm(xt[r0:r1], wtt, out=rb)
+            if bf is not None:
+                np.add(res[: r1 - r0], bf, out=res[: r1 - r0])
+            torch.from_numpy(dst[r0:r1]).copy_(rb)  # exact: integers below 2**53
+        return kernels.Bounded(dst, bound) if keep else dst
     if out is not None and out.shape == res.shape and out.dtype == np.int64:
         np.copyto(out, res, casting="unsafe")  # exact: integers below 2**53
         return kernels.Bounded(out, bound)
