@@ -274,6 +274,7 @@ class Requant:
             table = kernels.snap_table(tgt.thresholds, lo, hi)
         object.__setattr__(self, "_snap_table", table)
         object.__setattr__(self, "_ws", kernels.Workspace())
+        object.__setattr__(self, "_pool", kernels.ResultPool())
 
     def __call__(self, *values: Any) -> np.ndarray:
         """Output codes (int64, a new array) of the terms ``values`` (int64 arrays,
@@ -369,6 +370,9 @@ class Requant:
             uni = kernels.uniform_shift(mult0, off, s0, cab)
             if uni is not None:
                 mult0, off, sh = uni[0], uni[1], uni[2] + k
+            blocked = self._fold_blocked(base0, mult0, off, sh, zo, lo, hi)
+            if blocked is not None:
+                return blocked
             t = np.multiply(base0, mult0)
             t = _iadd(t, off)
             np.right_shift(t, sh, out=t)
@@ -412,6 +416,59 @@ class Requant:
         if table is not None:
             return kernels.snap_clamped(t, table, lo)
         return self.target.snap(t)
+
+    def _fold_blocked(self, base: np.ndarray, mult: Any, off: Any, sh: Any, zo: np.ndarray,
+                      lo: int, hi: int) -> np.ndarray | None:
+        """The folded one-term requantization ``clamp((base * mult + off) >> sh [+ zo])`` (then
+        the snap), block of rows by block of rows (:func:`kernels.row_blocks`) so that each
+        block's steps run in cache, into a recycled result array (:class:`kernels.ResultPool`).
+        The same integer operations as the unblocked path, element for element. ``None`` when
+        the operands do not have the plain ``[rows, features]`` form (the caller runs the
+        unblocked path)."""
+        if base.ndim != 2 or base.shape[0] < 2:
+            return None
+        rows = base.shape[0]
+        ops = [np.asarray(mult), np.asarray(off), np.asarray(sh), zo]
+        if any(o.ndim > 2 for o in ops) or np.broadcast_shapes(
+                base.shape, *(o.shape for o in ops)) != base.shape:
+            return None
+        lo_eff: int | np.ndarray = lo
+        zo_scalar = zo.ndim == 0
+        if self.relu:
+            lo_eff = max(lo, int(zo)) if zo_scalar else np.maximum(lo, zo)
+        lo_arr = np.asarray(lo_eff)
+        if lo_arr.ndim > 2:
+            return None
+
+        def part(a: np.ndarray, r0: int, r1: int) -> np.ndarray:
+            return a[r0:r1] if a.ndim == 2 and a.shape[0] == rows else a
+
+        table = self._snap_table  # type: ignore[attr-defined]
+        snap_plain = not self.target.truncated
+        if not snap_plain and table is None:
+            return None  # target.snap raises its own error on the unblocked path
+        pool: kernels.ResultPool = self._pool  # type: ignore[attr-defined]
+        res = pool.get(base.shape, np.int64)
+        scratch = None if snap_plain else self._ws.get("fold", base.shape, np.int64)  # type: ignore[attr-defined]
+        m, o, s_, z = ops
+        clip_scalar = lo_arr.ndim == 0 and int(lo_arr) <= hi
+        for r0, r1 in kernels.row_blocks(rows, base.shape[1]):
+            tb = res[r0:r1] if scratch is None else scratch[r0:r1]
+            np.multiply(base[r0:r1], part(m, r0, r1), out=tb)
+            np.add(tb, part(o, r0, r1), out=tb)
+            np.right_shift(tb, part(s_, r0, r1), out=tb)
+            if not zo_scalar:
+                np.add(tb, part(z, r0, r1), out=tb)
+            if clip_scalar:
+                np.clip(tb, int(lo_arr), hi, out=tb)
+            else:
+                np.maximum(tb, part(lo_arr, r0, r1), out=tb)
+                np.minimum(tb, hi, out=tb)
+            if scratch is not None:  # the BT snap by lookup, clamped codes lo..hi
+                if lo:
+                    np.subtract(tb, lo, out=tb)
+                np.take(table, tb, out=res[r0:r1])
+        return res
 
     def reference(self, *values: np.ndarray) -> np.ndarray:
         """The straightforward definition of :meth:`__call__` (new arrays at every step)."""
