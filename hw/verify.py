@@ -56,6 +56,11 @@ BENCHES = ("freerun", "driven")
 SIM_NETLIST_FILE = "qgnn_agg_engine_sim.v"
 #: Netlist choices of :func:`build_rtl`.
 NETLISTS = ("auto", "exported", "simulation")
+#: ``netlist="auto"`` in :func:`verify_vectors` builds the Icarus simulation netlist for a
+#: free-running design only when its stages (times ``repeat``) need at least this many cycles
+#: (estimated as input words / PEs): below, the Yosys pass (1-15 s, more for the mixed
+#: engine) costs more than the ~2x faster simulation saves.
+SIM_NETLIST_MIN_CYCLES = 20_000
 #: Environment variable through which the cocotb module receives its run configuration.
 CONFIG_ENV = "QGNN_HW_BENCH_CONFIG"
 
@@ -487,8 +492,39 @@ def _is_mixed(g: Any) -> bool:
     return isinstance(g, GoldenMixedStage)
 
 
+def work_cycles(stages: Sequence[Any], pes: int) -> int:
+    """Estimated cycles of ``stages`` (golden or reference stages, uniform or mixed) on ``pes``
+    elements: their input words (every row at least one slot) divided by ``pes``; the timing
+    contract is within a few percent of it on balanced graphs."""
+    import numpy as np
+
+    total = 0
+    for g in stages:
+        st = getattr(g, "stage", g)
+        if hasattr(st, "row_in_words"):
+            total += int(np.sum(np.maximum(np.asarray(st.row_in_words, dtype=np.int64), 1)))
+        else:
+            rows = np.maximum(np.asarray(st.row_lengths, dtype=np.int64), 1)
+            total += int(np.sum(rows)) * int(st.words_per_row)
+    return total // max(int(pes), 1)
+
+
+def resolve_netlist(netlist: str, simulator: str, bench: str, waves: bool, cycles: int) -> str:
+    """The netlist :func:`verify_vectors` builds for a design: ``netlist`` itself unless it is
+    ``"auto"``; then ``"simulation"`` for the free-running bench on Icarus without waveforms
+    when the design's run takes at least :data:`SIM_NETLIST_MIN_CYCLES` (``cycles``),
+    ``"exported"`` otherwise."""
+    if netlist not in NETLISTS:
+        raise ValueError(f"netlist {netlist!r} not supported; allowed: {NETLISTS}")
+    if netlist != "auto":
+        return netlist
+    fast = (simulator == "icarus" and bench == "freerun" and not waves
+            and cycles >= SIM_NETLIST_MIN_CYCLES)
+    return "simulation" if fast else "exported"
+
+
 def build_mixed_sim(params: Any, build_dir: str | os.PathLike[str], simulator: str = "icarus",
-                    waves: bool = False, harness: Any = None) -> Any:
+                    waves: bool = False, harness: Any = None, netlist: str = "auto") -> Any:
     """Export the mixed engine ``params`` (:class:`hw.mixed_params.MixedParams`) into
     ``build_dir/rtl`` and build it for ``simulator`` (compiler output in
     ``build_dir/<simulator>.build.log``). ``harness`` (a :class:`hw.freerun.HarnessShape`):
@@ -496,14 +532,27 @@ def build_mixed_sim(params: Any, build_dir: str | os.PathLike[str], simulator: s
     toplevel ``qgnn_mixed_freerun`` (on Verilator with the lean runner of the uniform
     harness); ``None`` builds the engine alone (``qgnn_mixed_engine``, for the driven bench
     :mod:`hw.cocotb_mixed`). Returns the ``cocotb_tools.runner`` runner for
-    :func:`run_cocotb`."""
+    :func:`run_cocotb`. ``netlist``: as :func:`build_rtl`'s (the simulation netlist is
+    :func:`hw.simnetlist.mixed_simulation_verilog`; ``runner.qgnn_netlist`` says which)."""
     from cocotb_tools.runner import get_runner
 
     from .mixed_export import export_mixed_verilog
     from .mixed_params import MIXED_TOP_NAME
 
+    if netlist not in NETLISTS:
+        raise ValueError(f"netlist {netlist!r} not supported; allowed: {NETLISTS}")
+    if netlist == "simulation" and simulator != "icarus":
+        raise ValueError(f"the simulation netlist is for icarus, not {simulator}")
     bdir = Path(build_dir)
     sources = [export_mixed_verilog(params, bdir / "rtl")]
+    if netlist == "simulation" or (netlist == "auto" and simulator == "icarus"
+                                   and harness is not None and not waves):
+        from qgnn.core.atomic import write_text_atomic
+
+        from .simnetlist import mixed_simulation_verilog
+
+        sources = [write_text_atomic(bdir / "rtl" / f"{MIXED_TOP_NAME}_sim.v",
+                                     mixed_simulation_verilog(params))]
     top = MIXED_TOP_NAME
     hdl_clock = harness is not None and simulator == "icarus"
     if harness is not None:
@@ -525,18 +574,19 @@ def build_mixed_sim(params: Any, build_dir: str | os.PathLike[str], simulator: s
                      timescale=("1ns", "1ps"), log_file=bdir / f"{simulator}.build.log")
     runner.qgnn_toplevel = top
     runner.qgnn_hdl_clock = hdl_clock
+    runner.qgnn_netlist = "simulation" if sources[0].name.endswith("_sim.v") else "exported"
     return runner
 
 
 def _run_mixed(vectors: str | os.PathLike[str], prm: Any, idx: list[int], gdir: Path,
                latency: int, stalls: float, seed: int, simulator: str = "icarus",
                bench: str = "freerun", repeat: int = 1, max_cycles: int | None = None,
-               waves: bool = False, reset_at: int | None = None
-               ) -> tuple[list[StageReport], float]:
+               waves: bool = False, reset_at: int | None = None, netlist: str = "auto"
+               ) -> tuple[list[StageReport], float, str]:
     """Build the mixed engine ``prm`` in ``gdir`` and run the mixed stages ``idx`` on
     ``bench``: the free-running harness (:mod:`hw.cocotb_mixed_freerun`) or the driven bench
     (:mod:`hw.cocotb_mixed`), each with the reset check of :mod:`hw.mixed_freerun`; return
-    their reports and the build time (s)."""
+    their reports, the build time (s) and the netlist built (``"exported"``/``"simulation"``)."""
     from qgnn.model.golden.format import read_vectors
 
     t0 = time.perf_counter()
@@ -546,7 +596,7 @@ def _run_mixed(vectors: str | os.PathLike[str], prm: Any, idx: list[int], gdir: 
 
         vs = read_vectors(vectors, check=False)
         shape = mixed_shape_for_stages([vs.stages[k] for k in idx])
-    runner = build_mixed_sim(prm, gdir, simulator, waves, harness=shape)
+    runner = build_mixed_sim(prm, gdir, simulator, waves, harness=shape, netlist=netlist)
     build_s = time.perf_counter() - t0
     result_path = gdir / "verify_result.json"
     if result_path.exists():
@@ -579,7 +629,7 @@ def _run_mixed(vectors: str | os.PathLike[str], prm: Any, idx: list[int], gdir: 
     raw = json.loads(result_path.read_text(encoding="utf-8"))
     reports = [StageReport(**{**st, "first_mismatch": None if st["first_mismatch"] is None
                               else Mismatch(**st["first_mismatch"])}) for st in raw["stages"]]
-    return reports, build_s
+    return reports, build_s, str(getattr(runner, "qgnn_netlist", "exported"))
 
 
 def verify_vectors(vectors: str | os.PathLike[str], simulator: str = "icarus", pes: int = 4,
@@ -614,8 +664,11 @@ def verify_vectors(vectors: str | os.PathLike[str], simulator: str = "icarus", p
     finished fails the check). ``work_dir`` keeps
     the build, the simulator log (``run/sim.log``; ``<plain|bt|mixed>/run/sim.log`` when several
     engines are built) and waveforms (default: a temporary directory, removed after a successful
-    run unless ``waves``). ``netlist``: which form of the uniform engine to build (see
-    :func:`build_rtl`; each design's choice is in the report's ``designs``).
+    run unless ``waves``). ``netlist``: which form of each engine to build (see
+    :func:`build_rtl`); ``"auto"`` resolves per design with :func:`resolve_netlist` (the
+    simulation netlist for free-running Icarus runs of at least
+    :data:`SIM_NETLIST_MIN_CYCLES` cycles); each design's choice is in the report's
+    ``designs``.
     """
     from qgnn.model.golden.format import read_vectors
 
@@ -627,6 +680,8 @@ def verify_vectors(vectors: str | os.PathLike[str], simulator: str = "icarus", p
         raise ValueError(f"bench {bench!r} not supported; allowed: {BENCHES}")
     if not 0.0 <= stalls < 1.0:
         raise ValueError(f"stalls must be a probability in [0, 1), got {stalls}")
+    if netlist not in NETLISTS:
+        raise ValueError(f"netlist {netlist!r} not supported; allowed: {NETLISTS}")
     if reset_at is not None and (not isinstance(reset_at, int) or reset_at < 2):
         raise ValueError(f"reset_at must be an integer >= 2 (cycles), got {reset_at!r}")
     if not isinstance(repeat, int) or repeat < 1:
@@ -675,8 +730,10 @@ def verify_vectors(vectors: str | os.PathLike[str], simulator: str = "icarus", p
 
                 shape = HarnessShape.for_stages([vs.stages[k] for k in idx])
                 module = "qgnn.hw.cocotb_freerun"
+            net = resolve_netlist(netlist, simulator, bench, waves,
+                                  work_cycles([vs.stages[k] for k in idx], prm.pes) * repeat)
             runner = build_rtl(prm, gdir, simulator, waves, quiet=True, harness=shape,
-                               netlist=netlist)
+                               netlist=net)
             build_s += time.perf_counter() - t0
             result_path = gdir / "verify_result.json"
             config = {"vectors": str(Path(vectors).resolve()), "params": prm.to_dict(),
@@ -718,15 +775,19 @@ def verify_vectors(vectors: str | os.PathLike[str], simulator: str = "icarus", p
                          if p.is_file()]
                 wave_path = str(cands[0]) if cands else None
         if mprm is not None:
-            mreps, mbuild = _run_mixed(vectors, mprm, mixed_idx,
-                                       wdir if n_designs == 1 else wdir / "mixed", latency,
-                                       stalls, seed, simulator=simulator, bench=bench,
-                                       repeat=repeat, max_cycles=max_cycles, waves=waves,
-                                       reset_at=reset_at)
+            mreps, mbuild, mnet = _run_mixed(vectors, mprm, mixed_idx,
+                                             wdir if n_designs == 1 else wdir / "mixed",
+                                             latency, stalls, seed, simulator=simulator,
+                                             bench=bench, repeat=repeat,
+                                             max_cycles=max_cycles, waves=waves,
+                                             reset_at=reset_at, netlist=resolve_netlist(
+                                                 netlist, simulator, bench, waves,
+                                                 work_cycles([vs.stages[k] for k in mixed_idx],
+                                                             mprm.pes) * (repeat + 1)))
             build_s += mbuild
             reports.update(zip(mixed_idx, mreps, strict=True))
             designs.append({"kind": "mixed", "truncated": False, "params": mprm.to_dict(),
-                            "bench": bench,
+                            "bench": bench, "netlist": mnet,
                             "stages": [vs.stages[k].name for k in mixed_idx]})
         first_params = groups[0][0].to_dict() if groups else mprm.to_dict()  # type: ignore[union-attr]
         report = VerifyReport(simulator=simulator, latency=latency, bench=bench,

@@ -192,6 +192,44 @@ def test_random_mixed_stages_freerun_icarus(tmp_path: Path) -> None:
     assert mm.got is not None and mm.got != mm.expected
 
 
+def test_mixed_simulation_netlist_has_the_exported_ports_and_one_process() -> None:
+    """The Icarus simulation netlist of the mixed engine (hw.simnetlist): the exported mixed
+    engine's ports and widths, every clocked process merged into one, no combinational ones."""
+    from qgnn.hw.mixed_params import MIXED_TOP_NAME
+    from qgnn.hw.simnetlist import mixed_simulation_verilog
+
+    prm = MixedParams(in_widths=(2, 8), out_widths=(8, 2), word_width=32, pes=1,
+                      max_terms=9, max_features=13, r_bits=5, max_buckets=2)
+    sim = mixed_simulation_verilog(prm)
+    exported = generate_mixed_verilog(prm)
+    def top_ports(text: str) -> dict[str, int]:  # the toplevel's own, no function inputs
+        body = text.split(f"module {MIXED_TOP_NAME}(", 1)[1].split("endmodule", 1)[0]
+        return _input_widths(re.sub(r"function .*?endfunction", "", body, flags=re.S))
+
+    assert top_ports(sim) == top_ports(exported) != {}
+    assert sim.count("always @(posedge clk)") == 1 and "always @*" not in sim
+
+
+@pytest.mark.rtl
+@needs_icarus
+def test_both_mixed_netlists_give_the_same_run_icarus(tmp_path: Path) -> None:
+    """With random stalls (seed 5), the exported and the simulation netlist give the same
+    words, the same (stalled) cycles and the same reset check; the report says which ran."""
+    st = stages()[:2]
+    vec = write_vectors(tmp_path / "vec", st, {"test": "mixed netlists"})
+    runs = {n: verify_vectors(vec, pes=PES, latency=LATENCY, stalls=0.3, seed=5, netlist=n)
+            for n in ("exported", "simulation")}
+    for name, rep in runs.items():
+        _check(rep, st, stalled=True)
+        assert [d["netlist"] for d in rep.to_dict()["designs"]] == [name]
+    a, b = (runs[n].stages for n in ("exported", "simulation"))
+    assert [s.rtl_cycles for s in a] == [s.rtl_cycles for s in b]
+    assert [s.reset_at for s in a] == [s.reset_at for s in b]
+    with pytest.raises(ValueError, match="for icarus"):
+        verify_vectors(vec, simulator="verilator", pes=PES, latency=LATENCY,
+                       netlist="simulation")
+
+
 # ------------------------------------------------------------------------------ Verilator
 @pytest.mark.verilator
 @needs_verilator

@@ -111,9 +111,9 @@ def test_simulation_netlist_compiles_on_icarus(tmp_path: Path) -> None:
 @needs_icarus
 def test_both_netlists_give_the_same_run_icarus(tmp_path: Path) -> None:
     """Same stages, same stall seed: the two netlists of one design take the same cycles,
-    every word exact (the harness' stall draws do not depend on the netlist). Without stalls
-    the free-running tests of test_hw_freerun.py run the simulation netlist against the
-    contract, and its driven-bench comparison runs the exported one."""
+    every word exact (the harness' stall draws do not depend on the netlist); without stalls
+    the simulation netlist meets the contract exactly. (The free-running tests of
+    test_hw_freerun.py run small stages, for which ``auto`` builds the exported netlist.)"""
     from qgnn.hw.verify import verify_stages
     from test_hw_freerun import plain_stages
 
@@ -129,6 +129,29 @@ def test_both_netlists_give_the_same_run_icarus(tmp_path: Path) -> None:
         assert runs["exported"] == runs["simulation"]
         assert all(c > s.expected_cycles for c, s in zip(runs["simulation"], rep.stages,
                                                           strict=True))
+        exact = verify_stages(stages, pes=pes, latency=lat, netlist="simulation")
+        assert exact.ok and [d["netlist"] for d in exact.designs] == ["simulation"]
+        assert all(s.rtl_cycles == s.expected_cycles for s in exact.stages)
+
+
+def test_auto_netlist_follows_the_work() -> None:
+    """``auto``: the simulation netlist only for free-running Icarus runs long enough to repay
+    the Yosys pass; an explicit choice is kept; an unknown one is refused."""
+    from qgnn.hw.verify import SIM_NETLIST_MIN_CYCLES, resolve_netlist, work_cycles
+    from test_hw_freerun import plain_stages
+
+    big = SIM_NETLIST_MIN_CYCLES
+    assert resolve_netlist("auto", "icarus", "freerun", False, big) == "simulation"
+    assert resolve_netlist("auto", "icarus", "freerun", False, big - 1) == "exported"
+    assert resolve_netlist("auto", "icarus", "freerun", True, big) == "exported"
+    assert resolve_netlist("auto", "icarus", "driven", False, big) == "exported"
+    assert resolve_netlist("auto", "verilator", "freerun", False, big) == "exported"
+    assert resolve_netlist("simulation", "icarus", "driven", False, 0) == "simulation"
+    with pytest.raises(ValueError, match="allowed"):
+        resolve_netlist("fast", "icarus", "freerun", False, big)
+    st = plain_stages(4, seed=3)[0]
+    rows = [max(int(n), 1) for n in st.row_lengths]
+    assert work_cycles([st], 2) == sum(rows) * st.words_per_row // 2 > 0
 
 
 def test_netlist_choice_errors() -> None:
