@@ -44,7 +44,7 @@ demo: setup
 	$(VENV)/bin/qgnn demo
 
 test: setup
-	$(VPY) -m pytest -q -m "not slow and not verilator" $(PYTEST_ARGS)
+	$(VPY) -m pytest -q --durations=15 -m "not slow and not verilator" $(PYTEST_ARGS)
 
 test-all: setup
 	$(VPY) -m pytest -q $(PYTEST_ARGS)

@@ -60,7 +60,7 @@ NETLISTS = ("auto", "exported", "simulation")
 #: free-running design only when its stages (times ``repeat``) need at least this many cycles
 #: (estimated as input words / PEs): below, the Yosys pass (1-15 s, more for the mixed
 #: engine) costs more than the ~2x faster simulation saves.
-SIM_NETLIST_MIN_CYCLES = 20_000
+SIM_NETLIST_MIN_CYCLES = 10_000
 #: Environment variable through which the cocotb module receives its run configuration.
 CONFIG_ENV = "QGNN_HW_BENCH_CONFIG"
 

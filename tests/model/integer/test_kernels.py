@@ -264,6 +264,22 @@ def test_requant_equals_its_reference(case: tuple[Requant, list[Any]]) -> None:
         assert np.array_equal(rq(*values), want)
 
 
+@settings(max_examples=150, deadline=None)
+@given(case=requant_cases(), block_bytes=st.sampled_from([8, 40, 96]))
+def test_requant_in_small_row_blocks_equals_its_reference(case: tuple[Requant, list[Any]],
+                                                          block_bytes: int) -> None:
+    """The blocked requantization (one row block after another, in cache) with blocks of 1 to
+    a few rows: every block boundary must give the reference's codes."""
+    from unittest import mock
+
+    rq, values = case
+    want = rq.reference(*[_materialise(v) for v in values])
+    with mock.patch.object(kernels, "BLOCK_BYTES", block_bytes):
+        got = rq(*values)
+        again = rq(*values)  # a second call: the recycled result and scratch arrays
+    assert got.dtype == np.int64 and np.array_equal(got, want) and np.array_equal(again, want)
+
+
 def test_fixed_scale_product_boundary_and_left_shifts() -> None:
     fs = FixedScale(np.array((1 << 24) - 1), np.array(30))
     vmax = ((1 << (rules.MAX_PRODUCT_WIDTH - 1)) - 1) // ((1 << 24) - 1)
