@@ -377,16 +377,13 @@ class Requant:
             t = _iadd(t, off)
             np.right_shift(t, sh, out=t)
         else:
+            t = np.multiply(base0, mult0)
             fold_n = (
                 np.prod(np.broadcast_shapes(n.shape, s0.shape), dtype=np.int64)
                 <= max(n.size, s0.size)
                 and smax0 < 63
                 and pmag0 + kernels.abs_max(off0) + (nmax << smax0) < 2**63
             )
-            blocked = self._terms_blocked(prepared, n, fold_n, zo, lo, hi)
-            if blocked is not None:
-                return blocked
-            t = np.multiply(base0, mult0)
             if fold_n:  # floor(y / 2**s0) + n = floor((y + n 2**s0) / 2**s0)
                 t = _iadd(t, off0 + n * np.left_shift(np.int64(1), s0))
             else:
@@ -420,79 +417,48 @@ class Requant:
             return kernels.snap_clamped(t, table, lo)
         return self.target.snap(t)
 
-    def _terms_blocked(self, prepared: list[tuple[Any, ...]], n: np.ndarray, fold_n: bool,
-                       zo: np.ndarray, lo: int, hi: int) -> np.ndarray | None:
-        """The unfolded requantization of several terms (or one with ``frac_bits``), block of
-        rows by block of rows in cache: per term ``(base * mult + off) >> shift`` summed, ``n``
-        added (folded into the first term's offset when ``fold_n``), ``>> frac_bits``, the
-        output zero point, the clamp and the snap; the same integer operations as the unblocked
-        path, element for element. ``None`` when the operands do not all have one plain
-        ``[rows, features]`` shape."""
-        base0 = prepared[0][1]
-        if base0.ndim != 2 or base0.shape[0] < 2:
+    def _fold_blocked(self, base: np.ndarray, mult: Any, off: Any, sh: Any, zo: np.ndarray,
+                      lo: int, hi: int) -> np.ndarray | None:
+        """The folded one-term requantization ``clamp((base * mult + off) >> sh [+ zo])`` (then
+        the snap), block of rows by block of rows (:func:`kernels.row_blocks`) so that each
+        block's steps run in cache, into a recycled result array (:class:`kernels.ResultPool`).
+        The same integer operations as the unblocked path, element for element. ``None`` when
+        the operands do not have the plain ``[rows, features]`` form (the caller runs the
+        unblocked path)."""
+        if base.ndim != 2 or base.shape[0] < 2:
             return None
-        shape = base0.shape
-        s0 = np.asarray(prepared[0][0].shift, dtype=np.int64)
-        off0 = np.asarray(prepared[0][3] + n * np.left_shift(np.int64(1), s0) if fold_n
-                          else prepared[0][3])
-        terms = [(base, np.asarray(mult), np.asarray(off), np.asarray(fs.shift, dtype=np.int64))
-                 for fs, base, mult, off, _ in prepared]
-        terms[0] = (terms[0][0], terms[0][1], off0, s0)
-        tail_n = None if fold_n or not (n.ndim or int(n)) else n
-        ops: list[np.ndarray] = [o for t in terms for o in t[1:]] + [zo]
-        if tail_n is not None:
-            ops.append(tail_n)
-        if any(t[0].shape != shape for t in terms) or any(o.ndim > 2 for o in ops):
+        rows = base.shape[0]
+        ops = [np.asarray(mult), np.asarray(off), np.asarray(sh), zo]
+        if any(o.ndim > 2 for o in ops) or np.broadcast_shapes(
+                base.shape, *(o.shape for o in ops)) != base.shape:
             return None
-        if np.broadcast_shapes(shape, *(o.shape for o in ops)) != shape:
-            return None
-        return self._blocked(shape, terms, tail_n, self.frac_bits, zo, lo, hi)
-
-    def _blocked(self, shape: tuple[int, ...], terms: list[tuple[np.ndarray, ...]],
-                 tail_n: np.ndarray | None, k: int, zo: np.ndarray, lo: int, hi: int
-                 ) -> np.ndarray | None:
-        """Run ``sum_t (base_t * mult_t + off_t) >> sh_t [+ tail_n] [>> k] [+ zo]``, ReLU as a
-        clamp at ``max(lo, zo)``, the clamp to ``lo..hi`` and the snap, row block by row block
-        (operands broadcast to ``shape``, checked by the callers), into a recycled result."""
-        rows = shape[0]
-        zo_scalar = zo.ndim == 0
         lo_eff: int | np.ndarray = lo
+        zo_scalar = zo.ndim == 0
         if self.relu:
             lo_eff = max(lo, int(zo)) if zo_scalar else np.maximum(lo, zo)
         lo_arr = np.asarray(lo_eff)
         if lo_arr.ndim > 2:
             return None
-        table = self._snap_table  # type: ignore[attr-defined]
-        snap_plain = not self.target.truncated
-        if not snap_plain and table is None:
-            return None  # target.snap raises its own error on the unblocked path
 
         def part(a: np.ndarray, r0: int, r1: int) -> np.ndarray:
             return a[r0:r1] if a.ndim == 2 and a.shape[0] == rows else a
 
-        ws: kernels.Workspace = self._ws  # type: ignore[attr-defined]
+        table = self._snap_table  # type: ignore[attr-defined]
+        snap_plain = not self.target.truncated
+        if not snap_plain and table is None:
+            return None  # target.snap raises its own error on the unblocked path
         pool: kernels.ResultPool = self._pool  # type: ignore[attr-defined]
-        res = pool.get(shape, np.int64)
-        blocks = list(kernels.row_blocks(rows, shape[1]))
-        step = blocks[0][1] - blocks[0][0]
-        scratch = None if snap_plain else ws.get("blk_snap", (step, shape[1]), np.int64)
-        u = ws.get("blk_term", (step, shape[1]), np.int64) if len(terms) > 1 else None
+        res = pool.get(base.shape, np.int64)
+        scratch = None if snap_plain else self._ws.get("fold", base.shape, np.int64)  # type: ignore[attr-defined]
+        m, o, s_, z = ops
         clip_scalar = lo_arr.ndim == 0 and int(lo_arr) <= hi
-        for r0, r1 in blocks:
-            tb = res[r0:r1] if scratch is None else scratch[: r1 - r0]
-            for j, (base, mult, off, sh) in enumerate(terms):
-                dst = tb if j == 0 else u[: r1 - r0]  # type: ignore[index]
-                np.multiply(base[r0:r1], part(mult, r0, r1), out=dst)
-                np.add(dst, part(off, r0, r1), out=dst)
-                np.right_shift(dst, part(sh, r0, r1), out=dst)
-                if j:
-                    np.add(tb, dst, out=tb)
-            if tail_n is not None:
-                np.add(tb, part(tail_n, r0, r1), out=tb)
-            if k:
-                np.right_shift(tb, k, out=tb)
+        for r0, r1 in kernels.row_blocks(rows, base.shape[1]):
+            tb = res[r0:r1] if scratch is None else scratch[r0:r1]
+            np.multiply(base[r0:r1], part(m, r0, r1), out=tb)
+            np.add(tb, part(o, r0, r1), out=tb)
+            np.right_shift(tb, part(s_, r0, r1), out=tb)
             if not zo_scalar:
-                np.add(tb, part(zo, r0, r1), out=tb)
+                np.add(tb, part(z, r0, r1), out=tb)
             if clip_scalar:
                 np.clip(tb, int(lo_arr), hi, out=tb)
             else:
@@ -503,19 +469,6 @@ class Requant:
                     np.subtract(tb, lo, out=tb)
                 np.take(table, tb, out=res[r0:r1])
         return res
-
-    def _fold_blocked(self, base: np.ndarray, mult: Any, off: Any, sh: Any, zo: np.ndarray,
-                      lo: int, hi: int) -> np.ndarray | None:
-        """The folded one-term requantization ``clamp((base * mult + off) >> sh [+ zo])`` (then
-        the snap) by :meth:`_blocked`; ``None`` when the operands do not have the plain
-        ``[rows, features]`` form (the caller runs the unblocked path)."""
-        if base.ndim != 2 or base.shape[0] < 2:
-            return None
-        ops = [np.asarray(mult), np.asarray(off), np.asarray(sh), zo]
-        if any(o.ndim > 2 for o in ops) or np.broadcast_shapes(
-                base.shape, *(o.shape for o in ops)) != base.shape:
-            return None
-        return self._blocked(base.shape, [(base, ops[0], ops[1], ops[2])], None, 0, zo, lo, hi)
 
     def reference(self, *values: np.ndarray) -> np.ndarray:
         """The straightforward definition of :meth:`__call__` (new arrays at every step)."""
