@@ -15,6 +15,8 @@ TORCH_PIP_ARGS ?=
 # Debian packages the project needs at run time (checked with `command -v`, installed when absent).
 APT_TOOLS  ?= iverilog:iverilog
 PYTEST_ARGS ?=
+# pytest-xdist workers for `make test` (auto: one per core; 0: no workers, one process)
+PYTEST_WORKERS ?= auto
 
 .PHONY: setup demo test test-fast test-all lint typecheck bench-accuracy bench-train-speed clean
 
@@ -44,7 +46,7 @@ demo: setup
 	$(VENV)/bin/qgnn demo
 
 test: setup
-	$(VPY) -m pytest -q --durations=15 -m "not slow and not verilator" $(PYTEST_ARGS)
+	$(VPY) -m pytest -q -n $(PYTEST_WORKERS) --durations=15 -m "not slow and not verilator" $(PYTEST_ARGS)
 
 test-all: setup
 	$(VPY) -m pytest -q $(PYTEST_ARGS)
