@@ -21,6 +21,7 @@ import json
 import os
 import time
 from pathlib import Path
+from typing import Any
 
 import cocotb
 from cocotb.clock import Clock
@@ -47,7 +48,7 @@ def timeout_cycles(contract: int, p_stall: float) -> int:
     return min((1 << 32) - 1, int(4 * contract / (1.0 - p_stall) ** 3) + 10_000)
 
 
-async def _one_run(dut: object, clk: object, img: object, prm: object, here: Path) -> dict:
+async def _one_run(dut: Any, clk: Any, img: Any, prm: Any, here: Path) -> dict:
     """Reset (loading the memories), start, await done, read the counters, dump the output
     memory and compare it with ``img.expected``."""
     dut.rst.value = 1
@@ -67,7 +68,7 @@ async def _one_run(dut: object, clk: object, img: object, prm: object, here: Pat
     cpu = time.process_time() - c0
     await RisingEdge(clk)              # counters are frozen once done is 1
     await ReadOnly()
-    res = {
+    res: dict[str, Any] = {
         "wall": wall,
         "cpu": cpu,
         "completed": bool(int(dut.done.value)),
@@ -93,13 +94,13 @@ async def _one_run(dut: object, clk: object, img: object, prm: object, here: Pat
     return res
 
 
-async def _cycles(clk: object, n: int) -> None:
+async def _cycles(clk: Any, n: int) -> None:
     for _ in range(n):
         await RisingEdge(clk)
 
 
 @cocotb.test()
-async def freerun_vector_set(dut: object) -> None:
+async def freerun_vector_set(dut: Any) -> None:
     """Every (selected) stage of the vector set on the free-running harness."""
     from qgnn.model.golden.format import read_vectors
 
@@ -123,6 +124,7 @@ async def freerun_vector_set(dut: object) -> None:
         getattr(dut, name).value = 0
     dut.latency.value = latency
     dut.seed.value = seed
+    k: str | int                        # a stall name below, a threshold index further on
     for k, v in probs.items():
         getattr(dut, k).value = stall_threshold(v)
     reports = []

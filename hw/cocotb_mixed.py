@@ -25,7 +25,7 @@ import random
 import time
 from collections import deque
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any, cast
 
 import cocotb
 from cocotb.clock import Clock
@@ -37,6 +37,9 @@ from .mixed_export import MIXED_CONFIG_ENV
 from .mixed_freerun import RESET_HOLD, reset_cleared, reset_cycle
 from .mixed_memimage import MixedImage, mixed_memory_image
 from .mixed_params import BUCKET_INPUTS, MixedParams
+
+if TYPE_CHECKING:
+    from qgnn.model.golden.format import GoldenMixedStage
 
 KINDS = ("desc", "idx", "feat")
 #: Default cycle limit of :meth:`Bench.run` (cycles).
@@ -122,6 +125,7 @@ class Bench:
         rnd = random.Random(seed)
         tables = {"desc": img.desc, "idx": img.indices, "feat": img.feat_words}
         ports = []
+        k: str | int                    # a port kind here, a bucket / PE index further on
         for pe in range(prm.pes):
             for k in KINDS:
                 ports.append({"req_v": self.sig(f"{k}_req", pe, "valid"),
@@ -239,7 +243,7 @@ async def verify_mixed_stages(dut: Any) -> None:
     bench = Bench(dut, prm)
     reports = []
     for k in cfg["stages"]:
-        g = vs.stages[int(k)]
+        g = cast("GoldenMixedStage", vs.stages[int(k)])   # cfg["stages"]: the mixed stages
         st = g.stage
         img = mixed_memory_image(st, prm)
         img.expected = g.expected_words()          # the set's words, not recomputed

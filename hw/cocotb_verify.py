@@ -14,6 +14,7 @@ import json
 import os
 import time
 from pathlib import Path
+from typing import Any
 
 import cocotb
 from qgnn.hw.cocotb_bench import EngineBench, check_run
@@ -42,7 +43,8 @@ async def verify_vector_set(dut: object) -> None:
     cfg = load_config()
     prm = params_from_config(cfg)
     latency = int(cfg["latency"])
-    probs = {f"{k}_stall": float(cfg.get(k, 0.0)) for k in ("p_req", "p_resp", "p_out")}
+    probs: dict[str, Any] = {f"{k}_stall": float(cfg.get(k, 0.0))
+                             for k in ("p_req", "p_resp", "p_out")}
     stalled = any(v > 0 for v in probs.values())
     seed = int(cfg.get("seed", 0))
     vs = read_vectors(cfg["vectors"], check=False)

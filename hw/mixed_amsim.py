@@ -74,7 +74,8 @@ def run_mixed_amaranth(params: MixedParams, images: list[MixedImage], latency: i
 
     async def one_run(ctx, img: MixedImage, cut: int | None) -> MixedRun:  # noqa: ANN001
         tables = {"desc": img.desc, "idx": img.indices, "feat": img.feat_words}
-        queues = {(k, p): deque() for k in _KINDS for p in range(P)}
+        queues: dict[tuple[str, int], deque[tuple[int, int]]] = {
+            (k, p): deque() for k in _KINDS for p in range(P)}
         offering = {(k, p): False for k in _KINDS for p in range(P)}
         run = MixedRun()
         ctx.set(eng.num_nodes, img.num_nodes)

@@ -16,6 +16,8 @@ weighted code ``R[k] (2**bits_in[k] - 1)`` above ``max_weight``. Nothing wraps s
 
 from __future__ import annotations
 
+from typing import cast
+
 from amaranth import Module, Mux, Signal
 from amaranth.lib import wiring
 from amaranth.lib.wiring import In, Out
@@ -83,13 +85,14 @@ class MixedAggregationEngine(wiring.Component):
                 iw = words if bi == 0 else Mux(isel[k] == bi, words, iw)
                 qm = (1 << b) - 1 if bi == 0 else Mux(isel[k] == bi, (1 << b) - 1, qm)
             zmax_out = 0
-            for oi, b in enumerate(prm.out_widths):
+            for oi, b in enumerate(cast(tuple[int, ...], prm.out_widths)):
                 lb = prm.lanes(b)
                 words = (f_reg + (lb - 1)) >> (lb.bit_length() - 1)
                 ow = words if oi == 0 else Mux(osel[k] == oi, words, ow)
                 zmax_out = (1 << b) - 1 if oi == 0 else Mux(osel[k] == oi, (1 << b) - 1, zmax_out)
             m.d.comb += [in_words[k].eq(iw), out_words[k].eq(ow), rz[k].eq(wt[k] * zi[k])]
-            bad += [isel[k] >= len(prm.in_widths), osel[k] >= len(prm.out_widths),
+            bad += [isel[k] >= len(prm.in_widths),
+                    osel[k] >= len(cast(tuple[int, ...], prm.out_widths)),
                     zi[k] > qm, zo[k] > zmax_out, wt[k] * qm > prm.weight_limit]
         bad += [f_reg == 0, f_reg > prm.max_features]
 

@@ -18,6 +18,7 @@ cannot run, naming the field.
 from __future__ import annotations
 
 from dataclasses import dataclass
+from typing import cast
 
 import numpy as np
 from qgnn.model.golden.mixed_stage import MixedAggregationStage
@@ -56,7 +57,8 @@ def check_mixed_fits(stage: MixedAggregationStage, params: MixedParams) -> None:
         raise ValueError(f"{n}: {stage.num_buckets} input / {len(stage.out_bits)} output buckets;"
                          f" the engine has max_buckets = {params.max_buckets}")
     for what, widths, allowed in (("bits_in", stage.bits_in, params.in_widths),
-                                  ("out_bits", stage.out_bits, params.out_widths)):
+                                  ("out_bits", stage.out_bits,
+                                   cast(tuple[int, ...], params.out_widths))):
         bad = [b for b in widths if b not in allowed]
         if bad:
             raise ValueError(f"{n}: {what} {list(widths)} has {bad}; the engine routes "

@@ -30,7 +30,9 @@ of the bucket's input width in ``in_widths``), ``z_in__k``, ``weight__k`` (``R[k
 
 from __future__ import annotations
 
+from collections.abc import Iterable
 from dataclasses import asdict, dataclass, field
+from typing import Any, cast
 
 from qgnn.model.golden import packing
 from qgnn.model.golden.mixed_stage import weighted_acc_width
@@ -57,8 +59,8 @@ def _check_int(name: str, value: object, lo: int, hi: int) -> int:
     return value
 
 
-def _widths(name: str, value: object) -> tuple[int, ...]:
-    w = tuple(int(b) for b in value)  # type: ignore[union-attr]
+def _widths(name: str, value: Iterable[Any]) -> tuple[int, ...]:
+    w = tuple(int(b) for b in value)
     if not w or len(set(w)) != len(w) or any(b not in rules.HW_BITS for b in w):
         raise ValueError(f"{name} = {w} not allowed: distinct widths from {rules.HW_BITS}, "
                          "at least one")
@@ -184,12 +186,13 @@ class MixedParams:
     @property
     def rq_lanes(self) -> int:
         """Requantization lanes: codes of the narrowest output width per word."""
-        return self.word_width // min(self.out_widths)
+        return self.word_width // min(cast(tuple[int, ...], self.out_widths))
 
     @property
     def wpr_bits(self) -> int:
         """Width of a word counter within a row (input or output)."""
-        most = max(self.words(b) for b in (*self.in_widths, *self.out_widths))
+        most = max(self.words(b)
+                   for b in (*self.in_widths, *cast(tuple[int, ...], self.out_widths)))
         return max(1, most.bit_length())
 
     @property
@@ -207,7 +210,7 @@ class MixedParams:
 
     @property
     def out_sel_bits(self) -> int:
-        return max(1, (len(self.out_widths) - 1).bit_length())
+        return max(1, (len(cast(tuple[int, ...], self.out_widths)) - 1).bit_length())
 
     @property
     def z_in_bits(self) -> int:
@@ -215,7 +218,7 @@ class MixedParams:
 
     @property
     def z_out_bits(self) -> int:
-        return max(self.out_widths)
+        return max(cast(tuple[int, ...], self.out_widths))
 
     @property
     def rz_bits(self) -> int:

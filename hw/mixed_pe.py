@@ -45,6 +45,8 @@ its own registers (no multi-lane processes in the Verilog, as :mod:`hw.pe`).
 
 from __future__ import annotations
 
+from typing import cast
+
 from amaranth import Array, Cat, Const, Module, Mux, Signal, signed, unsigned
 from amaranth.lib import data, stream, wiring
 from amaranth.lib.fifo import SyncFIFO
@@ -371,7 +373,7 @@ class MixedAggregationPE(wiring.Component):
         sm1 = Signal(sh_bits)
         qmax2 = Signal(prm.z_out_bits)
         qmax_sel = Const(0, prm.z_out_bits)
-        for oi, b in reversed(list(enumerate(prm.out_widths))):
+        for oi, b in reversed(list(enumerate(cast(tuple[int, ...], prm.out_widths)))):
             qmax_sel = Mux(ob2 == oi, (1 << b) - 1, qmax_sel)
         m.d.comb += [big.eq(s2 >= pw), sm1.eq(s2 - 1), qmax2.eq(qmax_sel)]
         qs = []
@@ -379,7 +381,7 @@ class MixedAggregationPE(wiring.Component):
             # the accumulator drained into this lane, per output width
             cand = Const(0, prm.acc_bits)
             fidx = Const(prm.max_features, prm.feat_bits + prm.wpr_bits + 1)
-            for oi, b in reversed(list(enumerate(prm.out_widths))):
+            for oi, b in reversed(list(enumerate(cast(tuple[int, ...], prm.out_widths)))):
                 lb = prm.lanes(b)
                 if lane >= lb:
                     continue
@@ -413,7 +415,7 @@ class MixedAggregationPE(wiring.Component):
                     m.d.sync += q.eq(y[:prm.z_out_bits])
             qs.append(q)
         packed = Const(0, prm.word_width)
-        for oi, b in reversed(list(enumerate(prm.out_widths))):
+        for oi, b in reversed(list(enumerate(cast(tuple[int, ...], prm.out_widths)))):
             lb = prm.lanes(b)
             wv = Cat(*[qs[lane][:b] for lane in range(lb)])
             packed = Mux(ob3 == oi, wv, packed)

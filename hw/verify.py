@@ -44,7 +44,7 @@ from collections.abc import Iterator, Sequence
 from contextlib import contextmanager
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import Any, cast
 
 from .export import export_verilog
 from .params import TOP_NAME, EngineParams
@@ -186,7 +186,7 @@ class VerifyReport:
         first = self.first_mismatch()
         sim_s = sum(s.wall_s for s in self.stages)
         cpus = [s.cpu_s for s in self.stages]
-        cpu_s = sum(cpus) if all(c is not None for c in cpus) else None
+        cpu_s = sum(cast(list[float], cpus)) if all(c is not None for c in cpus) else None
         return {
             "ok": self.ok,
             "mismatches": self.mismatches,

@@ -38,7 +38,7 @@ from __future__ import annotations
 
 import math
 from dataclasses import dataclass, field
-from typing import Any
+from typing import Any, cast
 
 import numpy as np
 from qgnn.model.integer import rules
@@ -965,8 +965,8 @@ def _simulate_agg_mixed(ph: AggPhase, g: Graph, arch: ArchConfig, et: EnergyTabl
         """(busy, balanced, I, O) of one pass over ``f`` features."""
         sw, owd, _, _ = mixed_row_words(ph, arch, f)
         i_w = _row_in_words(g, ph.self_loops, sw)
-        fin = mixed_pe_finish_cycles(i_w, owd, P, L, overlap_drain)
-        slots = mixed_pe_slots(i_w, owd, P, overlap_drain, L)
+        fin = mixed_pe_finish_cycles(cast(Any, i_w), cast(Any, owd), P, L, overlap_drain)
+        slots = mixed_pe_slots(cast(Any, i_w), cast(Any, owd), P, overlap_drain, L)
         busy = float(max(fin))
         return busy, min(busy, tfill + float(sum(slots)) / P), i_w, owd
 

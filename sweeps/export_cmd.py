@@ -93,6 +93,7 @@ def cmd_export(args: argparse.Namespace) -> int:
           f"{100 * ag.fake_quant_test_acc:.2f}")
     if args.trace:
         print(format_trace(trace(res.model, imodel, data)))
+    st: Any                             # told apart by hasattr below, not by type
     for st in stages:
         if hasattr(st, "bits_in"):  # a mixed-width stage (node buckets)
             widths = (f"mixed {'/'.join(map(str, st.bits_in))}-bit sources -> "

@@ -278,7 +278,7 @@ class VectorSet:
     def __len__(self) -> int:
         return len(self.stages)
 
-    def __iter__(self) -> Iterator[GoldenStage]:
+    def __iter__(self) -> Iterator[GoldenStage | GoldenMixedStage]:
         return iter(self.stages)
 
     def stage(self, name: str) -> GoldenStage | GoldenMixedStage:
@@ -910,6 +910,7 @@ def _check_mixed_stage(
     for k, r in enumerate(e["weight"]):
         if not 0 <= r < (1 << r_bits):
             raise fail_m(f"weight[{k}]", f"{r} outside 0..{(1 << r_bits) - 1} (r_bits = {r_bits})")
+    want: int | np.ndarray              # words of one row here, prefix sums further on
     for wkey, bkey in (("words_in_bucket", "bits_in"), ("words_out_bucket", "out_bits")):
         for k, (w, b) in enumerate(zip(e[wkey], e[bkey], strict=True)):
             want = packing.words_per_row(features, b, ww)
