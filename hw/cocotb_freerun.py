@@ -99,6 +99,25 @@ async def _cycles(clk: Any, n: int) -> None:
         await RisingEdge(clk)
 
 
+def init_harness(dut: Any, cfg: dict, latency: int, seed: int, probs: dict[str, float]) -> Any:
+    """Start the clock (unless the harness makes its own, ``cfg["hdl_clock"]``), hold reset and
+    set the run-time inputs shared by the uniform and mixed harnesses: ``start``/``load``/
+    ``dump`` low, the memory ``latency`` (cycles), the stall ``seed`` and each port's stall
+    threshold from ``probs`` (``p_req``, ``p_resp``, ``p_out``: probabilities). Returns the
+    clock signal."""
+    clk = dut.clk
+    if not cfg.get("hdl_clock", False):   # else the harness makes its own clock
+        Clock(clk, CLOCK_NS, unit="ns").start()
+    dut.rst.value = 1
+    for name in ("start", "load", "dump"):
+        getattr(dut, name).value = 0
+    dut.latency.value = latency
+    dut.seed.value = seed
+    for name, v in probs.items():
+        getattr(dut, name).value = stall_threshold(v)
+    return clk
+
+
 @cocotb.test()
 async def freerun_vector_set(dut: Any) -> None:
     """Every (selected) stage of the vector set on the free-running harness."""
@@ -116,17 +135,8 @@ async def freerun_vector_set(dut: Any) -> None:
     vs = read_vectors(cfg["vectors"], check=False)
     chosen = cfg.get("stages")
     here = Path(os.getcwd())
-    clk = dut.clk
-    if not cfg.get("hdl_clock", False):   # else the harness makes its own clock
-        Clock(clk, CLOCK_NS, unit="ns").start()
-    dut.rst.value = 1
-    for name in ("start", "load", "dump"):
-        getattr(dut, name).value = 0
-    dut.latency.value = latency
-    dut.seed.value = seed
-    k: str | int                        # a stall name below, a threshold index further on
-    for k, v in probs.items():
-        getattr(dut, k).value = stall_threshold(v)
+    clk = init_harness(dut, cfg, latency, seed, probs)
+    k: int                              # a threshold index below
     reports = []
     for g in (vs.stages if chosen is None else [vs.stages[int(k)] for k in chosen]):
         img = memory_image(g, prm)

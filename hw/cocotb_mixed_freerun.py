@@ -34,12 +34,11 @@ from types import SimpleNamespace
 from typing import Any
 
 import cocotb
-from cocotb.clock import Clock
 from cocotb.triggers import ReadOnly, RisingEdge, Timer
-from qgnn.hw.cocotb_freerun import _one_run, timeout_cycles
+from qgnn.hw.cocotb_freerun import _one_run, init_harness, timeout_cycles
 from qgnn.hw.cocotb_mixed import mixed_first_mismatch
 from qgnn.hw.cocotb_verify import load_config
-from qgnn.hw.freerun import CLOCK_NS, HEX_FILES, HarnessShape, read_dump, stall_threshold
+from qgnn.hw.freerun import CLOCK_NS, HEX_FILES, HarnessShape, read_dump
 from qgnn.hw.mixed_freerun import (
     RESET_HOLD,
     RESET_STATE_KEYS,
@@ -116,16 +115,7 @@ async def mixed_freerun_stages(dut: Any) -> None:
     max_cycles_cfg = cfg.get("max_cycles")
     vs = read_vectors(cfg["vectors"], check=False)
     here = Path(os.getcwd())
-    clk = dut.clk
-    if not cfg.get("hdl_clock", False):   # else the harness makes its own clock
-        Clock(clk, CLOCK_NS, unit="ns").start()
-    dut.rst.value = 1
-    for name in ("start", "load", "dump"):
-        getattr(dut, name).value = 0
-    dut.latency.value = latency
-    dut.seed.value = seed
-    for name in ("p_req", "p_resp", "p_out"):
-        getattr(dut, name).value = stall_threshold(p)
+    clk = init_harness(dut, cfg, latency, seed, dict.fromkeys(("p_req", "p_resp", "p_out"), p))
     # _one_run (the uniform bench's run) needs only the word width and the expected words;
     # its first mismatch is replaced by the mixed one (row widths) below
     run_prm = SimpleNamespace(word_width=prm.word_width, bits=prm.word_width, lanes=1)

