@@ -297,7 +297,49 @@ class Requant:
             return self.reference(*[_materialise(v) for v in values])
         return self._fused(values)
 
+    def _identity_of(self, values: tuple[Any, ...]) -> np.ndarray | None:
+        """The input codes themselves (a read-only view) when this requantization provably
+        returns them unchanged, else None.
+
+        That is the case of a layer's update codes entering the next layer's input quantizer
+        at the same scale: one term of factor exactly 1 (multiplier 1, shift 0, so the rounding
+        adds 0), no bias, no fraction bits, a plain (not bit-truncated) per-tensor target
+        whose zero point equals the input's, a level step of 1, and every code inside the
+        clamp range (``max(qmin, z)`` with ReLU), checked from the codes' min and max. Then
+        ``clamp(round_shift((c - z) * 1, 0) + z)`` is ``c`` for every element. The view is
+        read-only so that no caller can modify the codes it shares with the input."""
+        if len(values) != 1 or self.bias is not None or self.frac_bits:
+            return None
+        fs, v, tgt = self.terms[0], values[0], self.target
+        if (fs.mult.ndim or fs.shift.ndim or int(fs.mult) != 1 or int(fs.shift) != 0
+                or tgt.truncated or np.ndim(tgt.zero) or not isinstance(v, kernels.Centred)
+                or v.level != 1 or v.zero != int(tgt.zero)):
+            return None
+        lo, hi = tgt.grid_range
+        if self.relu:
+            lo = max(lo, int(tgt.zero))
+        codes = np.asarray(v.codes)
+        if codes.dtype != np.int64 or codes.size == 0:
+            return None
+        r = v.known_range()
+        if r is None:
+            if lo >= 0:  # one reduction: codes in 0..hi exactly when max(codes as uint64) <= hi
+                top = int(codes.view(np.uint64).max())
+                if top > hi:
+                    return None
+                r = (int(codes.min()), top) if lo > 0 else (0, top)
+            else:
+                r = (int(codes.min()), int(codes.max()))
+        if r[0] < lo or r[1] > hi:
+            return None
+        out = codes.view()
+        out.flags.writeable = False
+        return out
+
     def _fused(self, values: tuple[Any, ...]) -> np.ndarray:
+        same = self._identity_of(values)
+        if same is not None:
+            return same
         prepared = []
         total = 0
         for fs, v in zip(self.terms, values, strict=True):

@@ -249,3 +249,51 @@ def test_held_outputs_and_traces_survive_later_passes(cora: Any) -> None:
                 assert np.array_equal(codes, copy), k
     finally:
         torch.set_num_threads(before)
+
+
+# --- requantizations that provably return their input ------------------------------------------
+
+def _unit_requant(zero: int, relu: bool = False, qmax: int = 15) -> Any:
+    from qgnn.model.integer.fixed import QParams, Requant
+
+    tgt = QParams("next.input", 4, 0, qmax, np.array(0.1), np.array(zero))
+    return Requant.build([1.0], tgt, relu=relu)
+
+
+@pytest.mark.parametrize("zero", [0, 3])
+def test_unit_requant_returns_the_codes_read_only(zero: int) -> None:
+    rng = np.random.default_rng(zero)
+    codes = rng.integers(0, 16, size=(300, 7), dtype=np.int64)
+    rq = _unit_requant(zero)
+    got = rq(kernels.Centred(codes, 1, zero))
+    with kernels.reference_path():
+        want = rq(kernels.Centred(codes, 1, zero))
+    assert np.array_equal(got, want)
+    assert np.shares_memory(got, codes) and not got.flags.writeable
+    with pytest.raises(ValueError):
+        got[0, 0] = 1  # a caller cannot change the codes it shares with the input
+
+
+@pytest.mark.parametrize("case", ["above", "negative", "relu_below_zero", "other_zero", "level"])
+def test_unit_requant_clamps_when_the_codes_leave_the_range(case: str) -> None:
+    rng = np.random.default_rng(1)
+    codes = rng.integers(0, 16, size=(200, 5), dtype=np.int64)
+    zero, relu, level, in_zero = 2, False, 1, 2
+    if case == "above":
+        codes[3, 1] = 16
+    elif case == "negative":
+        codes[7, 4] = -1
+    elif case == "relu_below_zero":
+        relu = True  # ReLU clamps at the zero point: codes 0..1 become 2
+    elif case == "other_zero":
+        in_zero = 1
+    else:
+        level = 2
+    rq = _unit_requant(zero, relu=relu)
+    v = kernels.Centred(codes, level, in_zero)
+    got = rq(v)
+    with kernels.reference_path():
+        want = rq(kernels.Centred(codes, level, in_zero))
+    assert np.array_equal(got, want)
+    assert not np.shares_memory(got, codes)
+    assert not np.array_equal(want, codes)  # the case really changes codes
