@@ -311,6 +311,8 @@ def _iadd(t: np.ndarray, x: Any) -> np.ndarray:
 
 #: Reused float buffer of :func:`_quantize_real` (per thread).
 _QUANT_WS = kernels.Workspace()
+#: Recycled int64 results of :func:`_quantize_real` (fresh 32 MiB arrays cost page faults).
+_QUANT_POOL = kernels.ResultPool()
 
 
 def _quantize_real(x: np.ndarray, qp: QParams) -> np.ndarray:
@@ -320,7 +322,21 @@ def _quantize_real(x: np.ndarray, qp: QParams) -> np.ndarray:
     lo, hi = qp.grid_range
     if kernels.use_reference():
         return qp.snap(np.clip(np.rint(xf * inv).astype(np.int64) + qp.zero, lo, hi))
-    t = _QUANT_WS.get("x", np.broadcast_shapes(xf.shape, inv.shape), np.float32)
+    shape = np.broadcast_shapes(xf.shape, inv.shape)
+    zero = np.asarray(qp.zero, dtype=np.int64)
+    if xf.ndim == 2 and xf.shape == shape and inv.ndim <= 1 and zero.ndim <= 1:
+        # block by block (each block's steps in cache) into a recycled result array
+        c = _QUANT_POOL.get(shape, np.int64)
+        for r0, r1 in kernels.row_blocks(shape[0], shape[1]):
+            t = _QUANT_WS.get("xb", (r1 - r0, shape[1]), np.float32)
+            np.multiply(xf[r0:r1], inv, out=t)
+            np.rint(t, out=t)
+            cb = c[r0:r1]
+            np.copyto(cb, t, casting="unsafe")  # as t.astype(np.int64)
+            np.add(cb, zero, out=cb)
+            np.clip(cb, lo, hi, out=cb)
+        return qp.snap(c)
+    t = _QUANT_WS.get("x", shape, np.float32)
     np.multiply(xf, inv, out=t)
     np.rint(t, out=t)
     c = _iadd(t.astype(np.int64), qp.zero)

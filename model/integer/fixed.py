@@ -17,7 +17,7 @@ import numpy as np
 from ..quant.bit_truncation import BitTruncQuantizer
 from ..quant.fixed_point import to_multiplier_shift
 from ..quant.quantizer import Quantizer
-from . import kernels, rules
+from . import jit, kernels, rules
 
 #: Multiplier width (bits) of requantizations outside the aggregation datapath.
 REQUANT_MULT_BITS = 24
@@ -393,6 +393,10 @@ class Requant:
         if zo_scalar:
             n = n + (int(zo) << k)
         nmax = kernels.abs_max(n)
+        if jit.enabled() and len(prepared) <= jit.MAX_TERMS:
+            done = self._compiled(prepared, k, zo, lo, hi)
+            if done is not None:
+                return done
 
         fs0, base0, mult0, off0, pmag0 = prepared[0]
         s0 = np.asarray(fs0.shift, dtype=np.int64)
@@ -458,6 +462,52 @@ class Requant:
         if table is not None:
             return kernels.snap_clamped(t, table, lo)
         return self.target.snap(t)
+
+    def _compiled(self, prepared: list[Any], k: int, zo: np.ndarray, lo: int, hi: int
+                  ) -> np.ndarray | None:
+        """The requantization in one compiled pass (:func:`jit.requant`) into a recycled result
+        array: ``clamp((((sum_t (b_t m_t + o_t) >> s_t) + n) >> k) + z, lo', hi)`` with
+        ``n = bias + 2**(k-1)``, ``lo' = max(lo, z)`` under ReLU (the unfolded steps of
+        :meth:`_fused`, whose bounds the caller has checked: every product below
+        ``2**MAX_PRODUCT_WIDTH``, every folded offset below ``2**62``, the sum below ``2**63``),
+        then the snap. ``None`` when an operand has no compiled form (the numpy path runs)."""
+        base0 = prepared[0][1]
+        if base0.ndim != 2 or base0.shape[0] < 2:
+            return None
+        rows, cols = base0.shape
+        terms = []
+        for fs, base, mult, off, _ in prepared:
+            t = tuple(jit.operand(x, rows, cols) for x in (base, mult, off, fs.shift))
+            if any(x is None for x in t) or not (isinstance(t[0], np.ndarray) and t[0].ndim == 2):
+                return None
+            terms.append(t)
+        n = np.asarray(0 if self.bias is None else self.bias, dtype=np.int64)
+        if k:
+            n = n + (1 << (k - 1))
+        lo_eff: Any = lo
+        if self.relu:
+            lo_eff = max(lo, int(zo)) if zo.ndim == 0 else np.maximum(lo, zo)
+        tail = [jit.operand(x, rows, cols) for x in (n, zo, lo_eff)]
+        if any(x is None for x in tail):
+            return None
+        # one form for every multiplier, offset, shift and the tail: one compiled loop each
+        flat = jit.unify([x for t in terms for x in t[1:]] + tail, rows, cols)
+        if flat is None:
+            return None
+        terms = [(t[0], *flat[3 * i:3 * i + 3]) for i, t in enumerate(terms)]
+        ops = flat[-3:]
+        pool: kernels.ResultPool = self._pool  # type: ignore[attr-defined]
+        res = pool.get((rows, cols), np.int64)
+        table = self._snap_table  # type: ignore[attr-defined]
+        if not self.target.truncated:
+            return jit.requant(terms, ops[0], k, ops[1], ops[2], hi, res)
+        if table is None:
+            return None  # target.snap raises its own error on the numpy path
+        grid = jit.requant(terms, ops[0], k, ops[1], ops[2], hi,
+                           self._ws.get("fold", (rows, cols), np.int64))  # type: ignore[attr-defined]
+        if lo:
+            np.subtract(grid, lo, out=grid)
+        return np.take(table, grid, out=res)
 
     def _fold_blocked(self, base: np.ndarray, mult: Any, off: Any, sh: Any, zo: np.ndarray,
                       lo: int, hi: int) -> np.ndarray | None:

@@ -45,7 +45,7 @@ from dataclasses import dataclass
 import numpy as np
 import scipy.sparse as sp
 
-from . import rules
+from . import jit, rules
 
 _REFERENCE: contextvars.ContextVar[bool] = contextvars.ContextVar("qgnn_integer_reference",
                                                                   default=False)
@@ -274,14 +274,46 @@ class CSRSum:
         ``uint64`` (negative ones become ``>= 2**63``) have a maximum ``<= code_max`` exactly
         then, and that maximum is the largest code. Otherwise the min and the max are scanned,
         as in :meth:`sum_parts`. Same plan, same sums."""
+        x, lo, hi = self.code_bound(codes, code_max)
+        return self._sum(x, lo, hi, code_max), max(hi, -lo)
+
+    def code_bound(self, codes: np.ndarray, code_max: int | None = None
+                   ) -> tuple[np.ndarray, int, int]:
+        """``(codes as int64, lo, hi)`` after the shape check: ``hi`` the exact largest code
+        and ``lo`` a lower bound of the codes that is ``>= 0`` when they all are and the exact
+        smallest one otherwise; ``max(hi, -lo)`` is the exact ``max |code|``. One reduction
+        when every code is in ``0..code_max`` (the codes viewed as ``uint64`` have a maximum
+        ``<= code_max`` exactly then, and it is the largest code; ``lo`` is then 0), else a min
+        and a max."""
         x = np.asarray(codes, dtype=np.int64)
         self._check(x)
         if x.size and code_max is not None:
             top = int(x.view(np.uint64).max())
             if top <= code_max:  # every code in 0..code_max: min >= 0, max = top
-                return self._sum(x, 0, top, code_max), top
+                return x, 0, top
         lo, hi = (int(x.min()), int(x.max())) if x.size else (0, 0)
-        return self._sum(x, lo, hi, code_max), max(hi, -lo)
+        return x, lo, hi
+
+    def compiled_index(self) -> tuple[np.ndarray, np.ndarray]:
+        """``(indptr, indices)`` in the index type of the CSR (32-bit when it fits), for the
+        compiled loops of :mod:`model.integer.jit` (built once)."""
+        idx = self.__dict__.get("_jit_index")
+        if idx is None:
+            idx = (self.indptr.astype(self._idx), self.indices.astype(self._idx))
+            self.__dict__["_jit_index"] = idx
+        return idx
+
+    def narrow_codes(self, x: np.ndarray, lo: int, hi: int) -> np.ndarray:
+        """Int64 codes ``x`` in ``lo..hi`` copied into a reused buffer of the narrowest type
+        that holds every one exactly (``uint8`` .. ``int64``): the compiled aggregation
+        gathers fewer bytes per term."""
+        for dt in (np.uint8, np.int8, np.uint16, np.int16, np.int32):
+            info = np.iinfo(dt)
+            if info.min <= lo and hi <= info.max:
+                buf = self._ws.get("jit_codes", x.shape, dt)
+                np.copyto(buf, x, casting="unsafe")  # exact: every code fits the type
+                return buf
+        return np.ascontiguousarray(x)
 
     def _sum(self, x: np.ndarray, lo: int, hi: int, code_max: int | None
              ) -> list[tuple[np.ndarray | None, np.ndarray]]:
@@ -364,7 +396,8 @@ def aggregate_requantize(
     s = np.asarray(shift, dtype=np.int64).reshape(-1)
     if m.size and int(m.min()) < 0:
         raise ValueError("requantization multipliers must be non-negative")
-    parts, cabs = csr.sum_bounded(codes, code_max)  # cabs = max |code|, exact
+    x, code_lo, code_hi = csr.code_bound(codes, code_max)
+    cabs = max(code_hi, -code_lo)  # max |code|, exact
     lvl, z, zo = int(in_level), int(zero_point_in), int(zero_point_out)
     nmax = csr.max_terms
     cbound = lvl * nmax * cabs + nmax * abs(z)
@@ -379,7 +412,8 @@ def aggregate_requantize(
         + (abs(z_fold) << smax) < 2**63
     )
     gmax = (1 << grid_bits) - 1
-    if not fused:  # the unfused steps, with the exact max |c| check
+    if not fused:
+        parts = csr._sum(x, code_lo, code_hi, code_max)  # the unfused steps, with the exact max |c| check
         c = parts[0][1].astype(np.int64)
         for rows, part in parts[1:]:
             c[rows] = part
@@ -401,6 +435,10 @@ def aggregate_requantize(
     u = uniform_shift(m[:, None], off, s[:, None], amax)
     if u is not None:
         lm, off, sh = u[0] * lvl, u[1], u[2]
+    if jit.enabled() and x.size and csr.max_terms:
+        return _aggregate_compiled(csr, x, code_lo, code_hi, lm, off, sh, grid_bits, snap,
+                                   int(out_offset))
+    parts = csr._sum(x, code_lo, code_hi, code_max)
     acc = parts[0][1]
     # the result array: recycled from an earlier call once nothing references it (a BT
     # output is computed in scratch and snapped into it)
@@ -433,6 +471,36 @@ def aggregate_requantize(
         if out_offset:
             np.subtract(y, int(out_offset), out=y)
         return y
+    return y
+
+
+def _aggregate_compiled(csr: CSRSum, x: np.ndarray, lo: int, hi: int, lm: np.ndarray,
+                        off: np.ndarray, sh: np.ndarray | int, grid_bits: int,
+                        snap: np.ndarray | None, out_offset: int) -> np.ndarray:
+    """The fused steps of :func:`aggregate_requantize` in one compiled pass
+    (:func:`jit.csr_requant`: each row's sum in int64, then ``(acc * lm + off) >> sh`` and the
+    clamp), into a recycled result array; the caller has bounded every term below ``2**63``
+    (the condition of the fused path). Then the snap of a BT output by lookup."""
+    rows, f = csr.num_rows, x.shape[1]
+    indptr, indices = csr.compiled_index()
+    ops = [jit.operand(v, rows, 1) for v in (lm, off, sh)]
+    gmax = (1 << grid_bits) - 1
+    codes = csr.narrow_codes(x, lo, hi)
+    res = csr.results.get((rows, f), np.int64)
+    bound = csr.max_terms * max(hi, -lo)  # >= every partial row sum
+    lm_, off_, sh_ = ops
+    if snap is None:
+        return jit.csr_requant(indptr, indices, codes, lm_, off_, sh_, -out_offset,
+                               gmax - out_offset, res, bound)
+    grid = jit.csr_requant(indptr, indices, codes, lm_, off_, sh_, 0, gmax,
+                           csr._ws.get("requant", (rows, f), np.int64), bound)
+    if snap.ndim == 1 and snap.dtype == np.int64 and snap.shape[0] > gmax:
+        np.take(snap, grid, out=res, mode="clip")  # every index in range: "clip" is a no-op
+        y = res
+    else:
+        y = snap_clamped(grid, snap, 0)
+    if out_offset:
+        np.subtract(y, out_offset, out=y)
     return y
 
 

@@ -1,7 +1,9 @@
 """The vectorised kernels of the integer model against simple references: a per-row loop in
 Python integers for the aggregation, the straightforward (reference) definitions for the
 requantizations and matmuls, and the whole model with :func:`reference_path`. Overflow checks
-are pinned at their boundaries: exactly at the limit fits, one more raises."""
+are pinned at their boundaries: exactly at the limit fits, one more raises. Tests marked
+``compiled`` run twice: with the compiled loops of :mod:`model.integer.jit` and with the numpy
+kernels alone."""
 
 from __future__ import annotations
 
@@ -14,7 +16,7 @@ import torch
 from hypothesis import given, settings
 from hypothesis import strategies as st
 from qgnn.model.golden.stage import AggregationStage, random_stage
-from qgnn.model.integer import kernels, rules
+from qgnn.model.integer import jit, kernels, rules
 from qgnn.model.integer.fixed import (
     FixedScale,
     QParams,
@@ -22,6 +24,18 @@ from qgnn.model.integer.fixed import (
     int_matmul,
     int_matmul_reference,
 )
+
+#: run a test on both kernel paths (argument ``compiled``; see :func:`on_path`)
+both_paths = pytest.mark.parametrize("compiled", [True, False], ids=["compiled", "numpy"])
+
+
+def on_path(compiled: bool) -> Any:
+    """The context that selects the compiled loops (when Numba is installed, as the project
+    requires) or the numpy kernels."""
+    import contextlib
+
+    return contextlib.nullcontext() if compiled else jit.disabled()
+
 
 # --- references ----------------------------------------------------------------------------
 
@@ -93,26 +107,31 @@ def stages(draw: Any) -> AggregationStage:
 # --- aggregation ---------------------------------------------------------------------------
 
 
+@both_paths
 @settings(max_examples=100, deadline=None)
 @given(stage=stages())
-def test_stage_output_equals_the_per_row_loop_and_the_stage_reference(stage: AggregationStage) -> None:
+def test_stage_output_equals_the_per_row_loop_and_the_stage_reference(
+        stage: AggregationStage, compiled: bool) -> None:
     want = _reference_stage(stage)
-    got = kernels.stage_output(stage)
-    assert got.dtype == np.int64
-    assert np.array_equal(got, want)
-    assert np.array_equal(stage.compute()[1], want)  # the golden reference agrees
-    csr = kernels.CSRSum(stage.indptr, stage.indices, stage.codes.shape[0])
-    assert np.array_equal(csr.sum(stage.codes), stage.accumulate())
-    csr.direct = False  # the public scipy product instead of the reused-buffer loop
-    assert np.array_equal(kernels.stage_output(stage, csr), want)
+    with on_path(compiled):
+        got = kernels.stage_output(stage)
+        assert got.dtype == np.int64
+        assert np.array_equal(got, want)
+        assert np.array_equal(stage.compute()[1], want)  # the golden reference agrees
+        csr = kernels.CSRSum(stage.indptr, stage.indices, stage.codes.shape[0])
+        assert np.array_equal(csr.sum(stage.codes), stage.accumulate())
+        csr.direct = False  # the public scipy product instead of the reused-buffer loop
+        assert np.array_equal(kernels.stage_output(stage, csr), want)
 
 
+@both_paths
 @settings(max_examples=60, deadline=None)
 @given(stage=st.builds(lambda seed, bits, trunc: random_stage(
     np.random.default_rng(seed), num_nodes=40, features=13, bits=2 if trunc else bits,
     truncated=trunc), st.integers(0, 2**31), st.sampled_from([2, 4, 8]), st.booleans()))
-def test_stage_output_on_random_golden_stages(stage: AggregationStage) -> None:
-    assert np.array_equal(kernels.stage_output(stage), stage.compute()[1])
+def test_stage_output_on_random_golden_stages(stage: AggregationStage, compiled: bool) -> None:
+    with on_path(compiled):
+        assert np.array_equal(kernels.stage_output(stage), stage.compute()[1])
 
 
 def _long_row_stage(terms: int, bits: int, width: int) -> AggregationStage:
@@ -253,12 +272,14 @@ def _materialise(v: Any) -> np.ndarray:
     return v.values if isinstance(v, kernels.Bounded) else v
 
 
+@both_paths
 @settings(max_examples=200, deadline=None)
 @given(case=requant_cases())
-def test_requant_equals_its_reference(case: tuple[Requant, list[Any]]) -> None:
+def test_requant_equals_its_reference(case: tuple[Requant, list[Any]], compiled: bool) -> None:
     rq, values = case
     want = rq.reference(*[_materialise(v) for v in values])
-    got = rq(*values)
+    with on_path(compiled):
+        got = rq(*values)
     assert got.dtype == np.int64 and np.array_equal(got, want)
     with kernels.reference_path():
         assert np.array_equal(rq(*values), want)
@@ -274,7 +295,7 @@ def test_requant_in_small_row_blocks_equals_its_reference(case: tuple[Requant, l
 
     rq, values = case
     want = rq.reference(*[_materialise(v) for v in values])
-    with mock.patch.object(kernels, "BLOCK_BYTES", block_bytes):
+    with mock.patch.object(kernels, "BLOCK_BYTES", block_bytes), jit.disabled():
         got = rq(*values)
         again = rq(*values)  # a second call: the recycled result and scratch arrays
     assert got.dtype == np.int64 and np.array_equal(got, want) and np.array_equal(again, want)
@@ -395,8 +416,10 @@ def _model(cora: Any, name: str, prec: str) -> Any:
     return m
 
 
+@both_paths
 @pytest.mark.parametrize(("name", "prec"), _CASES)
-def test_model_forward_equals_the_reference_path(cora: Any, name: str, prec: str) -> None:
+def test_model_forward_equals_the_reference_path(cora: Any, name: str, prec: str,
+                                                 compiled: bool) -> None:
     """Every traced tensor and every aggregation stage of the vectorised forward pass equals
     the straightforward reference path (int64 scipy sums, rules.requantize, new arrays)."""
     from qgnn.model.integer.convert import model_input, to_integer
@@ -412,7 +435,8 @@ def test_model_forward_equals_the_reference_path(cora: Any, name: str, prec: str
             want_stages = [s.compute()[1] for s in im.stages()]
             want_smp = list(im.smp_trace)
         for _ in range(2):  # twice: the reused buffers must not leak between passes
-            got = im.forward(x)
+            with on_path(compiled):
+                got = im.forward(x)
             assert np.array_equal(got, want)
             assert im.trace.keys() == want_trace.keys()
             for k, (codes, _) in want_trace.items():
