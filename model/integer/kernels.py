@@ -27,7 +27,12 @@ inputs. What makes them fast:
   (:class:`ResultPool`: a fresh 32 MiB array costs its page faults, several milliseconds);
 * the integer sums stay integer sums: a ``uint16`` CSR product is about twice as fast as the
   float32 sparse product FP32 inference runs on the same graph (measured on R-MAT 10^6 edges),
-  so an exact float32 sum (fine below ``2**24``) would be slower, not faster.
+  so an exact float32 sum (fine below ``2**24``) would be slower, not faster;
+* once the bounds above are proven, the requantization of up to four terms and the fused
+  aggregation (row sums, then the per-row requantization) run as compiled loops
+  (:mod:`model.integer.jit`, Numba), one pass over the output each, with the same int64
+  operations; the numpy steps here remain the path without Numba (``jit.disabled()``,
+  ``QGNN_NO_JIT=1``) and for operand shapes the loops do not take, and both are tested.
 
 :func:`reference_path` switches the integer model back to the straightforward definitions (for
 tests and for the benchmark's cross-check).
