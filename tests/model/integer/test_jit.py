@@ -5,6 +5,7 @@ negative values under the arithmetic shift)."""
 
 from __future__ import annotations
 
+import os
 from typing import Any
 from unittest import mock
 
@@ -14,7 +15,12 @@ from qgnn.model.golden.stage import random_stage
 from qgnn.model.integer import jit, kernels
 from qgnn.model.integer.fixed import QParams, Requant
 
+#: QGNN_NO_JIT=1 in the environment turns the compiled loops off for the whole run
+_OFF_BY_ENV = os.environ.get("QGNN_NO_JIT", "") not in ("", "0")
+needs_jit = pytest.mark.skipif(_OFF_BY_ENV, reason="QGNN_NO_JIT is set")
 
+
+@needs_jit
 def test_numba_is_installed_and_the_compiled_loops_are_on() -> None:
     assert jit.AVAILABLE, "numba is a dependency of qgnn (pyproject.toml)"
     assert jit.enabled()
@@ -56,6 +62,7 @@ def _counting(monkeypatch: pytest.MonkeyPatch, name: str) -> list[int]:
     return calls
 
 
+@needs_jit
 def test_requant_and_aggregation_take_the_compiled_loops(monkeypatch: pytest.MonkeyPatch) -> None:
     rq_calls = _counting(monkeypatch, "requant")
     agg_calls = _counting(monkeypatch, "csr_requant")
@@ -116,6 +123,7 @@ def test_csr_loop_sums_rows_exactly_with_narrow_codes(sum_bound: int) -> None:
     assert np.array_equal(out, want)
 
 
+@needs_jit
 def test_disabling_by_environment(monkeypatch: pytest.MonkeyPatch) -> None:
     import importlib
 
