@@ -620,6 +620,8 @@ class NodeQParams:
         return self
 
     def _init(self, assign: np.ndarray, qps: list[QParams], n: int) -> None:
+        assign = np.array(assign, dtype=np.int64)  # its own copy, read-only: the row groups
+        assign.flags.writeable = False             # of _bucket_groups are cached from it
         self.assign, self.qps = assign, qps
         if self.assign.shape != (n,):
             raise IntegerConversionError(f"{self.qps[0].name}: node buckets are bound to a graph "
@@ -664,12 +666,45 @@ class NodeQParams:
 
 
 def _bucket_groups(*qs: NodeQParams) -> Iterator[tuple[np.ndarray, list[QParams]]]:
-    """Rows sharing one bucket in every role of ``qs``, with those buckets' parameters."""
-    key = np.stack([q.assign for q in qs], axis=1)
-    uniq, inv = np.unique(key, axis=0, return_inverse=True)
-    inv = inv.reshape(-1)
-    for g, combo in enumerate(uniq):
-        yield np.flatnonzero(inv == g), [q.qps[int(c)] for q, c in zip(qs, combo, strict=True)]
+    """Rows sharing one bucket in every role of ``qs``, with those buckets' parameters, in
+    ascending order of the bucket combination (the first role's bucket most significant)."""
+    for rows, combo in _row_groups(*qs):
+        yield rows, [q.qps[c] for q, c in zip(qs, combo, strict=True)]
+
+
+def _row_groups(*qs: NodeQParams) -> list[tuple[np.ndarray, tuple[int, ...]]]:
+    """``(rows, bucket of each role)`` for every combination of buckets that some row has: the
+    bucket tables combined into one mixed-radix key per row and grouped by one stable sort
+    (rows ascending in each group; read-only). Cached on the last role (the target of a
+    requantization, which lives as long as its layer) per tuple of the roles' bucket tables:
+    they are read-only, so their identity fixes their contents."""
+    tables = tuple(q.assign for q in qs)
+    ident = tuple(id(t) for t in tables)
+    cache: dict = qs[-1].__dict__.setdefault("_row_groups", {})
+    hit = cache.get(ident)
+    if hit is not None and all(a is b for a, b in zip(hit[0], tables, strict=True)):
+        return hit[1]
+    radix = [len(q.qps) for q in qs]
+    key = np.zeros(tables[0].shape[0], dtype=np.int64)
+    for t, r in zip(tables, radix, strict=True):
+        key = key * r + t  # < prod(radix): a handful of buckets per role
+    order = np.argsort(key, kind="stable")
+    ks = key[order]
+    cuts = np.flatnonzero(np.diff(ks)) + 1
+    groups = []
+    for rows in np.split(order, cuts):
+        if rows.size == 0:
+            continue
+        k = int(key[rows[0]])
+        combo = []
+        for r in reversed(radix):
+            combo.append(k % r)
+            k //= r
+        rows.flags.writeable = False
+        groups.append((rows, tuple(reversed(combo))))
+    if all(not t.flags.writeable for t in tables):
+        cache[ident] = (tables, groups)
+    return groups
 
 
 #: One term of a row-wise requantization: ``(source, values, extra)`` -- ``values`` (int64
