@@ -296,6 +296,15 @@ class MixedAggregationStage:
         """``acc[i, f] = sum_{j in N(i)} R[k(j)] q_j[f]`` (int64 ``[N, F]``). Raises
         :class:`~model.integer.rules.AccumulatorOverflowError` for a row too long for
         ``acc_width``."""
+        self.check_accumulator()
+        r = np.asarray(self.weight, dtype=np.int64)[self.src_bucket]
+        a = sp.csr_matrix((np.ones(self.num_terms, dtype=np.int64), self.indices, self.indptr),
+                          shape=(self.num_nodes, self.num_src))
+        return np.asarray(a @ (self.codes * r[:, None]), dtype=np.int64)
+
+    def check_accumulator(self) -> None:
+        """Raise :class:`~model.integer.rules.AccumulatorOverflowError` when a row has more
+        terms than ``acc_width`` bits sum exactly (weighted codes up to ``max_weight``)."""
         assert self.acc_width is not None
         limit = ((1 << self.acc_width) - 1) // self.max_weight if self.max_weight else None
         if limit is not None and self.max_terms > limit:
@@ -303,10 +312,6 @@ class MixedAggregationStage:
             raise AccumulatorOverflowError(
                 f"{self.name}: row {worst} has {self.max_terms} terms; a {self.acc_width}-bit "
                 f"accumulator sums at most {limit} weighted codes up to {self.max_weight}")
-        r = np.asarray(self.weight, dtype=np.int64)[self.src_bucket]
-        a = sp.csr_matrix((np.ones(self.num_terms, dtype=np.int64), self.indices, self.indptr),
-                          shape=(self.num_nodes, self.num_src))
-        return np.asarray(a @ (self.codes * r[:, None]), dtype=np.int64)
 
     def correction(self) -> np.ndarray:
         """``corr_i = sum_k R[k] n_ik z_in[k]`` (int64 ``[N]``)."""

@@ -861,8 +861,33 @@ class MixedAggregationSpec:
         """:meth:`run`, plus the corrected sums ``C = acc - corr`` (int64 ``[N, F]``, in units
         of :attr:`common_step`)."""
         st = self.stage(message_codes)
-        c, y = st.compute()
+        if kernels.use_reference():
+            c, y = st.compute()
+        else:
+            c = self._corrected(st)
+            y = st.requantize(c)
         return y - self.aggregate.offsets()[:, None], st, c
+
+    def _corrected(self, st: MixedAggregationStage) -> np.ndarray:
+        """:meth:`MixedAggregationStage.corrected` of ``st`` (a stage of this spec), vectorised:
+        the same accumulator check, the weighted sums on the spec's cached CSR
+        (:class:`~model.integer.kernels.CSRSum`: exact, narrow accumulators where they provably
+        fit) and the correction from the per-row bucket term counts, counted once per (read-only)
+        message bucket table."""
+        st.check_accumulator()
+        cache = self.__dict__.setdefault("_fast", {})
+        csr = cache.get("csr")
+        if csr is None or csr.num_src != st.codes.shape[0]:
+            csr = cache["csr"] = kernels.CSRSum(self.indptr, self.indices, st.codes.shape[0])
+        src = st.src_bucket
+        held = cache.get("bucket_terms")
+        if held is None or held[0] is not src or src.flags.writeable:
+            held = cache["bucket_terms"] = (src, st.bucket_terms())
+        r = np.asarray(st.weight, dtype=np.int64)
+        acc = csr.sum(st.codes * r[src][:, None])
+        rz = r * np.asarray(st.z_in, dtype=np.int64)
+        np.subtract(acc, (held[1] @ rz)[:, None], out=acc)
+        return acc
 
 
 class IntMixedLayer(IntLayer):

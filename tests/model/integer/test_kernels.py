@@ -392,7 +392,11 @@ _CASES = [
     ("gcn", "uniform8"), ("gcn", "uniform4"), ("gcn", "uniform2"), ("sage", "uniform4"),
     ("gin", "uniform8"), ("decoupled", "uniform2"), ("gcn", "bt_star"), ("sage", "bt"),
     ("decoupled", "bt"), ("smp", "qlr8"), ("smp", "bt_star"),
+    ("gcn", "mixed"), ("sage", "mixed"), ("decoupled", "mixed"), ("smp", "mixed"),
 ]
+
+#: degree-aware node buckets (INT2 with the top-degree nodes at INT8, two buckets at INT4 too)
+_MIXED = {"bits": 2, "nodes": {"by": "degree_quantile", "bits": [2, 4, 8], "edges": [0.6, 0.9]}}
 
 
 def _model(cora: Any, name: str, prec: str) -> Any:
@@ -405,6 +409,8 @@ def _model(cora: Any, name: str, prec: str) -> Any:
         p: Any = PrecisionConfig.uniform(int(prec[7:]))
     elif prec == "qlr8":
         p = PrecisionConfig.from_dict({"bits": 8, "range": "qlr"})
+    elif prec == "mixed":
+        p = PrecisionConfig.from_dict(_MIXED)
     else:
         p = bt_precision(prec)
     cfg = (ModelConfig(name="decoupled", propagation="smp", k=2) if name == "smp"
